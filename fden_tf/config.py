@@ -1,0 +1,133 @@
+"""One frozen configuration object with named presets.
+
+A function receives only the part it needs (`config.ali`, `config.fden`, ...). Presets are recipes:
+
+* ``paper``: the paper's Appendix B (Table 2 for FDEN, ALI's SVHN model at full width, latent 256) with
+  ALI's own hyperparameters; sized for a GPU.
+* ``cpu``: the default main job: the same method, narrowed (ALI width 1/4, latent 64, FDEN layer widths
+  1/2) so `python scripts/train.py` finishes on a 2-core CPU in about ten minutes on ``glyphs``.
+* ``smoke``: seconds-long runs for tests.
+"""
+
+import dataclasses
+import json
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  dataset: str = "glyphs"
+  data_dir: Optional[str] = None
+  # glyphs only: how many classes to generate and how many of them are held out as unseen test classes.
+  glyphs_classes: int = 1200
+  glyphs_test_classes: int = 200
+  glyphs_samples_per_class: int = 20
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ALIConfig:
+  """ALI (Dumoulin et al. 2017) with the paper's Appendix B.2 options."""
+  architecture: str = "svhn"  # "svhn" (32x32 input) or "celeba" (64x64 input)
+  latent_dim: int = 256
+  width: float = 1.0  # multiplies every convolution's channel count (1.0 = the published model)
+  batch_size: int = 100
+  steps: int = 100_000
+  learning_rate: float = 1e-4
+  beta_1: float = 0.5
+  beta_2: float = 0.999
+  # Appendix B.2: weight of an l2 reconstruction term ||x - G_x(G_z(x))||^2 added to the generator loss.
+  reconstruction_weight: float = 0.0
+  checkpoint_every: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class FDENConfig:
+  """FDEN (Table 2) and its episodic training."""
+  hidden_scale: float = 1.0  # multiplies Table 2's hidden widths (512/1024/256/64); 1.0 = the paper
+  dropout: float = 0.2
+  leaky_slope: float = 0.01
+  init_stddev: float = 0.001
+  learning_rate: float = 1e-4
+  beta_1: float = 0.5
+  beta_2: float = 0.999
+  alpha: float = 1.0  # weight of L_R (Eq. 3)
+  beta: float = 1.0  # weight of L_C (Eq. 5)
+  gamma: float = 0.5  # weight of L_M (Eq. 4)
+  grl_lambda: float = 1.0  # the gradient reversal layer's -lambda
+  adaptive_clipping: bool = True  # Eq. 7
+  way: int = 5
+  shot: int = 1
+  query: int = 1  # query samples per class, in training and evaluation episodes
+  episodes_per_batch: int = 16  # Table 2's batch size: 16 episodes a step
+  steps: int = 100_000
+  eval_episodes: int = 1000
+  checkpoint_every: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  data: DataConfig = DataConfig()
+  ali: ALIConfig = ALIConfig()
+  fden: FDENConfig = FDENConfig()
+  seed: int = 0
+  log_every: int = 100
+  progress: bool = True
+
+  def replace(self, **sections) -> "Config":
+    """Returns a copy with fields replaced: `config.replace(fden={"way": 20}, seed=3)`."""
+    updates = {}
+    for name, value in sections.items():
+      current = getattr(self, name)
+      if dataclasses.is_dataclass(current) and isinstance(value, dict):
+        value = dataclasses.replace(current, **value)
+      updates[name] = value
+    return dataclasses.replace(self, **updates)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "Config":
+    return cls(data=DataConfig(**d["data"]), ali=ALIConfig(**d["ali"]), fden=FDENConfig(**d["fden"]),
+               **{k: v for k, v in d.items() if k not in ("data", "ali", "fden")})
+
+
+def paper() -> Config:
+  """The paper's Omniglot recipe (Appendix B; 1,000 epochs of 10,000 episodes is 625,000 steps of 16)."""
+  return Config(ali=ALIConfig(latent_dim=256, steps=100_000),
+                fden=FDENConfig(steps=625_000))
+
+
+def cpu() -> Config:
+  """Default main job: `python scripts/train.py` on glyphs, 2-core CPU, about ten minutes in all.
+
+  Deviations from the paper, all for time: ALI width 1/4 and latent 64; FDEN widths 1/2; a short schedule.
+  ALI gets the Appendix B.2 reconstruction term so its encoder is usable after minutes, not days.
+  """
+  return Config(ali=ALIConfig(width=0.25, latent_dim=64, batch_size=64, steps=1500, learning_rate=2e-4,
+                              reconstruction_weight=1.0, checkpoint_every=500),
+                fden=FDENConfig(hidden_scale=0.5, steps=3000, learning_rate=1e-3, checkpoint_every=1000))
+
+
+def smoke() -> Config:
+  """Seconds-long end-to-end runs for tests; accuracy is only expected to beat chance."""
+  return Config(data=DataConfig(glyphs_classes=120, glyphs_test_classes=20, glyphs_samples_per_class=10),
+                ali=ALIConfig(width=0.125, latent_dim=16, batch_size=32, steps=30, learning_rate=5e-4,
+                              reconstruction_weight=1.0, checkpoint_every=1000),
+                fden=FDENConfig(hidden_scale=0.125, steps=60, learning_rate=1e-3, eval_episodes=100,
+                                episodes_per_batch=8),
+                log_every=20, progress=False)
+
+
+PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke}
+
+
+def get(name: str) -> Config:
+  try:
+    return PRESETS[name]()
+  except KeyError:
+    raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,22 @@
+"""Datasets by name. Every loader returns a `FewShotData` with class-disjoint train and test splits."""
+
+from fden_tf.data import glyphs
+from fden_tf.data.split import FewShotData
+
+
+def _load_glyphs(data_config) -> FewShotData:
+  c = data_config
+  return glyphs.load_glyphs(num_classes=c.glyphs_classes, num_test_classes=c.glyphs_test_classes,
+                            samples_per_class=c.glyphs_samples_per_class, seed=c.seed)
+
+
+LOADERS = {"glyphs": _load_glyphs}
+
+
+def load(data_config) -> FewShotData:
+  """Loads `data_config.dataset`; raises ValueError naming the known datasets for an unknown one."""
+  try:
+    loader = LOADERS[data_config.dataset]
+  except KeyError:
+    raise ValueError(f"unknown dataset {data_config.dataset!r}; known: {', '.join(sorted(LOADERS))}") from None
+  return loader(data_config)

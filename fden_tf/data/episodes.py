@@ -1,0 +1,65 @@
+"""C-way K-shot episode sampling, inside the TensorFlow graph and from stateless seeds.
+
+Stateless sampling makes an episode a pure function of (seed, step): a run that resumes at step s draws the
+same episodes as one that never stopped, and the sampler can live inside a compiled train step.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+class EpisodeSampler:
+  """Draws episodes from the classes of one split.
+
+  An episode is an int32 tensor of sample indices [C, K + Q]: C distinct classes (the episode's classes
+  0..C-1 in that order), and for each class K support samples followed by Q query samples, all distinct.
+  """
+
+  def __init__(self, labels: np.ndarray, way: int, shot: int, query: int):
+    labels = np.asarray(labels)
+    num_classes = int(labels.max()) + 1 if labels.size else 0
+    counts = np.bincount(labels, minlength=num_classes)
+    if way < 1 or shot < 1 or query < 1:
+      raise ValueError(f"way, shot and query must be >= 1, got way={way} shot={shot} query={query}")
+    if way > num_classes:
+      raise ValueError(f"--way={way} is larger than the {num_classes} classes of this split")
+    if shot + query > counts.min():
+      raise ValueError(f"--shot + --query = {shot + query} exceeds the {counts.min()} samples of the "
+                       f"smallest class (class {int(counts.argmin())})")
+    self.way, self.shot, self.query = way, shot, query
+    self.num_classes = num_classes
+    # Class-major index table [num_classes, max_count], padded with 0 where a class has fewer samples;
+    # padding is never drawn because its sort keys are forced below every real one.
+    order = np.argsort(labels, kind="stable")
+    table = np.zeros((num_classes, counts.max()), np.int32)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for c in range(num_classes):
+      table[c, :counts[c]] = order[starts[c]:starts[c] + counts[c]]
+    self._table = tf.constant(table)
+    self._counts = tf.constant(counts, tf.int32)
+
+  def sample(self, seed, episodes: int):
+    """seed: int [2] tensor (a stateless seed). Returns int32 indices [episodes, C, K + Q]."""
+    class_seed, sample_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    class_keys = tf.random.stateless_uniform([episodes, self.num_classes], class_seed)
+    classes = tf.math.top_k(class_keys, self.way).indices  # [E, C], distinct by construction
+    max_count = tf.shape(self._table)[1]
+    sample_keys = tf.random.stateless_uniform([episodes, self.way, max_count], sample_seed)
+    valid = tf.range(max_count)[None, None, :] < tf.gather(self._counts, classes)[..., None]
+    sample_keys = tf.where(valid, sample_keys, -1.0)
+    positions = tf.math.top_k(sample_keys, self.shot + self.query).indices  # [E, C, K + Q]
+    rows = tf.gather(self._table, classes)  # [E, C, max_count]
+    return tf.gather(rows, positions, batch_dims=2)
+
+  def query_labels(self, episodes: int):
+    """Episode-local labels of the queries in the order `split_episode` returns them: int32 [E, C * Q]."""
+    labels = tf.repeat(tf.range(self.way, dtype=tf.int32), self.query)
+    return tf.tile(labels[None], [episodes, 1])
+
+
+def split_episode(embeddings, shot: int):
+  """[E, C, K + Q, D] -> support [E, C, K, D] and queries [E, C * Q, D] (class-major)."""
+  support = embeddings[:, :, :shot]
+  query = embeddings[:, :, shot:]
+  e, c, q, d = tf.unstack(tf.shape(query))
+  return support, tf.reshape(query, [e, c * q, d])

@@ -1,0 +1,50 @@
+"""The in-memory form every dataset loader returns: one `Split` per side of a class-disjoint split."""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Split:
+  """Images of one side (train or test) of a class-disjoint few-shot split.
+
+  Attributes:
+    images: float32 [N, H, W, C] in [0, 1].
+    labels: int32 [N], contiguous class ids 0..num_classes-1 within this split.
+    class_names: one human-readable name per class id.
+    styles: optional float32 [N, S] ground-truth style vector of each sample (glyphs only).
+    identities: optional per-class identity parameters, indexable by label, that
+      `glyphs.render(identities[label], style)` draws (glyphs only).
+  """
+  images: np.ndarray
+  labels: np.ndarray
+  class_names: list
+  styles: Optional[np.ndarray] = None
+  identities: Optional[np.ndarray] = None
+
+  def __post_init__(self):
+    if self.images.ndim != 4:
+      raise ValueError(f"images must be [N, H, W, C], got shape {self.images.shape}")
+    if len(self.images) != len(self.labels):
+      raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple:
+    return tuple(self.images.shape[1:])
+
+  def class_counts(self) -> np.ndarray:
+    return np.bincount(self.labels, minlength=self.num_classes)
+
+
+@dataclasses.dataclass
+class FewShotData:
+  """A dataset split into disjoint training and test classes."""
+  name: str
+  train: Split
+  test: Split

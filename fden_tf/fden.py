@@ -1,0 +1,159 @@
+"""FDEN's networks (Section 3, Appendix B Table 2): Disentangler, Entangler and the statisticians network.
+
+Every block is a stack of fully connected layers; the first has batch norm, every layer has dropout 0.2 on
+its input, hidden layers use leaky ReLU (slope 0.01), outputs are linear, weights start from
+TruncatedNormal(0, 0.001). `Dim` is the plugged network's latent size. The alignment network is the
+prototypical head in `losses.prototype_logits`: it has no weights of its own; it aligns f_ide through L_C.
+"""
+
+import keras
+import tensorflow as tf
+
+from fden_tf import gradients
+
+# Table 2, hidden widths of each block ("dim" marks the output of size Dim, "2dim" of size 2 * Dim).
+DISENTANGLER_DEC = (512, 512, 512, "2dim")
+DISENTANGLER_FACTOR = (512, 512, "dim")  # D_ide and D_sty
+STATISTICIAN = (1024, 256, 64, 1)
+ENTANGLER_FACTOR = (256, 256, "dim")  # E_ide and E_sty
+ENTANGLER_ENC = (512, 512, 512, "dim")
+
+
+class MLP(keras.layers.Layer):
+  """Fully connected stack in Table 2's pattern: dropout -> dense -> (batch norm on the first) -> leaky ReLU,
+  the last layer linear."""
+
+  def __init__(self, units, dropout=0.2, leaky_slope=0.01, init_stddev=0.001, **kwargs):
+    super().__init__(**kwargs)
+    init = keras.initializers.TruncatedNormal(mean=0.0, stddev=init_stddev)
+    self.dropouts = [keras.layers.Dropout(dropout) for _ in units]
+    self.denses = [keras.layers.Dense(u, kernel_initializer=init) for u in units]
+    self.batch_norm = keras.layers.BatchNormalization()
+    self.activation = keras.layers.LeakyReLU(leaky_slope)
+
+  def call(self, x, training=False):
+    h = x
+    last = len(self.denses) - 1
+    for i, (dropout, dense) in enumerate(zip(self.dropouts, self.denses)):
+      h = dense(dropout(h, training=training))
+      if i == 0:
+        h = self.batch_norm(h, training=training)
+      if i < last:
+        h = self.activation(h)
+    return h
+
+
+def _widths(spec, dim, scale):
+  out = []
+  for u in spec:
+    if u == "dim":
+      out.append(dim)
+    elif u == "2dim":
+      out.append(2 * dim)
+    elif u == 1:
+      out.append(1)  # the statistician's scalar output never scales
+    else:
+      out.append(max(4, int(round(u * scale))))
+  return out
+
+
+class Disentangler(keras.Model):
+  """z [B, Dim] -> z_dec = D_dec(z) [B, 2 Dim] -> (f_ide = D_ide(z_dec), f_sty = D_sty(z_dec)), each [B, Dim]."""
+
+  def __init__(self, dim, hidden_scale=1.0, **mlp_kwargs):
+    super().__init__()
+    self.dec = MLP(_widths(DISENTANGLER_DEC, dim, hidden_scale), name="D_dec", **mlp_kwargs)
+    self.ide = MLP(_widths(DISENTANGLER_FACTOR, dim, hidden_scale), name="D_ide", **mlp_kwargs)
+    self.sty = MLP(_widths(DISENTANGLER_FACTOR, dim, hidden_scale), name="D_sty", **mlp_kwargs)
+
+  def call(self, z, training=False):
+    z_dec = self.dec(z, training=training)
+    return self.ide(z_dec, training=training), self.sty(z_dec, training=training)
+
+
+class Entangler(keras.Model):
+  """(f_ide, f_sty) -> z~ = E_enc(E_ide(f_ide) (+) E_sty(f_sty)), [B, Dim]; (+) is concatenation."""
+
+  def __init__(self, dim, hidden_scale=1.0, **mlp_kwargs):
+    super().__init__()
+    self.ide = MLP(_widths(ENTANGLER_FACTOR, dim, hidden_scale), name="E_ide", **mlp_kwargs)
+    self.sty = MLP(_widths(ENTANGLER_FACTOR, dim, hidden_scale), name="E_sty", **mlp_kwargs)
+    self.enc = MLP(_widths(ENTANGLER_ENC, dim, hidden_scale), name="E_enc", **mlp_kwargs)
+
+  def call(self, f_ide, f_sty, training=False):
+    h = tf.concat([self.ide(f_ide, training=training), self.sty(f_sty, training=training)], axis=-1)
+    return self.enc(h, training=training)
+
+
+class Statistician(keras.Model):
+  """F_mi(f_ide, f_sty) -> T [B], the Donsker-Varadhan critic of Eq. 4, on the concatenated factors."""
+
+  def __init__(self, hidden_scale=1.0, **mlp_kwargs):
+    super().__init__()
+    self.mlp = MLP(_widths(STATISTICIAN, 0, hidden_scale), name="F_mi", **mlp_kwargs)
+
+  def call(self, f_ide, f_sty, training=False):
+    return tf.squeeze(self.mlp(tf.concat([f_ide, f_sty], axis=-1), training=training), axis=-1)
+
+
+class FDEN(keras.Model):
+  """The plug-in: Disentangler, Entangler and statisticians network for latents of size `dim`.
+
+  `call(z)` returns (f_ide, f_sty, z~). `mutual_information(f_ide, f_sty, permutation)` returns the
+  statistician's outputs on joint and shuffled pairs, behind the gradient reversal layer.
+  """
+
+  def __init__(self, dim, hidden_scale=1.0, dropout=0.2, leaky_slope=0.01, init_stddev=0.001,
+               grl_lambda=1.0, **kwargs):
+    super().__init__(**kwargs)
+    mlp_kwargs = dict(dropout=dropout, leaky_slope=leaky_slope, init_stddev=init_stddev)
+    self.dim = dim
+    self.grl_lambda = grl_lambda
+    self.disentangler = Disentangler(dim, hidden_scale, **mlp_kwargs)
+    self.entangler = Entangler(dim, hidden_scale, **mlp_kwargs)
+    self.statistician = Statistician(hidden_scale, **mlp_kwargs)
+    z = tf.zeros((2, dim))
+    self(z)
+    self.statistician(z, z)
+
+  @classmethod
+  def from_config_section(cls, dim, fden_config):
+    c = fden_config
+    return cls(dim, hidden_scale=c.hidden_scale, dropout=c.dropout, leaky_slope=c.leaky_slope,
+               init_stddev=c.init_stddev, grl_lambda=c.grl_lambda)
+
+  def call(self, z, training=False):
+    f_ide, f_sty = self.disentangler(z, training=training)
+    return f_ide, f_sty, self.entangler(f_ide, f_sty, training=training)
+
+  def disentangle(self, z):
+    return self.disentangler(z, training=False)
+
+  def entangle(self, f_ide, f_sty):
+    return self.entangler(f_ide, f_sty, training=False)
+
+  def statistician_outputs(self, f_ide, f_sty, permutation, training=False):
+    """T on joint pairs (f_ide_i, f_sty_i) and on marginal pairs (f_ide_i, f_sty_perm(i)), each [B].
+
+    Both factors pass the GRL first. Joint and marginal pairs go through F_mi as one batch so its batch
+    norm normalises both with the same statistics.
+    """
+    f_ide = gradients.gradient_reversal(f_ide, self.grl_lambda)
+    f_sty = gradients.gradient_reversal(f_sty, self.grl_lambda)
+    f_sty_marginal = tf.gather(f_sty, permutation)
+    t = self.statistician(tf.concat([f_ide, f_ide], 0), tf.concat([f_sty, f_sty_marginal], 0),
+                          training=training)
+    return tf.split(t, 2)
+
+  @property
+  def theta(self):
+    """Variables both L_u = alpha L_R + beta L_C and L_M reach: the Disentangler's (Eq. 7's theta)."""
+    return self.disentangler.trainable_variables
+
+  @property
+  def phi(self):
+    return self.entangler.trainable_variables
+
+  @property
+  def xi(self):
+    return self.statistician.trainable_variables

@@ -1,0 +1,131 @@
+"""Training FDEN on the cached codes of a frozen plugged network (Section 3.3)."""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fden_tf import fden as fden_lib
+from fden_tf import gradients
+from fden_tf import losses
+from fden_tf import progress as progress_lib
+from fden_tf.data import episodes as episodes_lib
+
+
+def make_optimizer(c):
+  return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
+
+
+def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.EpisodeSampler, latents,
+                    fden_config):
+  """The FDEN step on a batch of episodes drawn from `latents` [N, Dim] (the frozen network's codes).
+
+  Eq. 7 needs the norms of two gradients of the same variables, so the tape gives them separately
+  (per-loss gradients, not a tf.custom_gradient: a custom gradient sees only the gradient flowing through
+  it, never the other loss's): g_u of alpha L_R + beta L_C and g_m of -gamma L_M, which reaches the
+  Disentangler only through the GRL and so arrives as +gamma lambda dL_M/dtheta.
+  """
+  c = fden_config
+  episodes, way, shot, query = c.episodes_per_batch, sampler.way, sampler.shot, sampler.query
+  latents = tf.convert_to_tensor(latents, tf.float32)
+  theta, phi, xi = model.theta, model.phi, model.xi
+  query_labels = sampler.query_labels(episodes)
+
+  @tf.function
+  def step(seed):
+    episode_seed, shuffle_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    indices = tf.reshape(sampler.sample(episode_seed, episodes), [-1])
+    z = tf.gather(latents, indices)  # [E * C * (K + Q), Dim]
+    n = tf.shape(z)[0]
+    # The product of marginals of Eq. 4: f_sty shuffled along the batch axis.
+    permutation = tf.argsort(tf.random.stateless_uniform([n], shuffle_seed))
+    with tf.GradientTape(persistent=True) as tape:
+      f_ide, f_sty, z_tilde = model(z, training=True)
+      l_r = losses.reconstruction_loss_eq3(z, z_tilde)
+      support, queries = episodes_lib.split_episode(
+          tf.reshape(f_ide, [episodes, way, shot + query, -1]), shot)
+      l_c, accuracy = losses.episodic_loss_eq5(support, queries, query_labels)
+      t_joint, t_marginal = model.statistician_outputs(f_ide, f_sty, permutation, training=True)
+      l_m = losses.donsker_varadhan_eq4(t_joint, t_marginal)
+      loss_u = c.alpha * l_r + c.beta * l_c
+      loss_m = -c.gamma * l_m
+    g_u = tape.gradient(loss_u, theta + phi)
+    g_m = tape.gradient(loss_m, theta + xi)
+    g_u_theta, g_u_phi = g_u[:len(theta)], g_u[len(theta):]
+    g_m_theta, g_m_xi = g_m[:len(theta)], g_m[len(theta):]
+    if c.adaptive_clipping:
+      g_a_theta = gradients.adaptive_clip(g_u_theta, g_m_theta)
+    else:
+      g_a_theta = g_m_theta
+    g_theta = [u if a is None else (a if u is None else u + a) for u, a in zip(g_u_theta, g_a_theta)]
+    optimizer.apply(g_theta + list(g_u_phi) + list(g_m_xi), theta + phi + xi)
+    return {"loss": losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma),
+            "l_r": l_r, "l_c": l_c, "l_m": l_m, "accuracy": accuracy,
+            "grad_norm_u": tf.linalg.global_norm(g_u_theta),
+            "grad_norm_m": tf.linalg.global_norm(g_m_theta),
+            "clip_fraction": gradients.clip_fraction(g_u_theta, g_m_theta)}
+
+  return step
+
+
+def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.ndarray, workdir: str,
+          seed: int = 0, show_progress: bool = True, log_every: int = 100) -> dict:
+  """Trains FDEN episodically on `latents` [N, Dim] with class `labels` [N], resuming from `workdir`.
+
+  Returns the mean of the metrics over the last logging window.
+  """
+  c = fden_config
+  sampler = episodes_lib.EpisodeSampler(labels, c.way, c.shot, c.query)
+  optimizer = make_optimizer(c)
+  optimizer.build(model.trainable_variables)
+  os.makedirs(workdir, exist_ok=True)
+  step_var = tf.Variable(0, dtype=tf.int64, name="step")
+  ckpt = tf.train.Checkpoint(fden=model, optimizer=optimizer, step=step_var)
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
+  if manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  start = int(step_var.numpy())
+  if start >= c.steps:
+    return {"step": start, "resumed": True}
+
+  train_step = make_train_step(model, optimizer, sampler, latents, c)
+  bar = progress_lib.Progress(c.steps, "FDEN training", enabled=show_progress, unit="step", initial=start)
+  window, metrics = [], {}
+  t0 = time.time()
+  with open(os.path.join(workdir, "train_log.jsonl"), "a") as log:
+    for step in range(start, c.steps):
+      out = train_step(tf.constant([seed, step], tf.int64))
+      window.append(out)
+      bar.update(1)
+      if (step + 1) % log_every == 0 or step + 1 == c.steps:
+        metrics = {k: float(np.mean([w[k] for w in window])) for k in out}
+        metrics.update(step=step + 1, seconds=time.time() - t0)
+        window = []
+        log.write(json.dumps(metrics) + "\n")
+        log.flush()
+        bar.postfix = (f"L_R={metrics['l_r']:.3f} L_C={metrics['l_c']:.3f} L_M={metrics['l_m']:.3f} "
+                       f"acc={metrics['accuracy']:.3f}")
+      step_var.assign(step + 1)
+      if (step + 1) % c.checkpoint_every == 0:
+        manager.save(checkpoint_number=step + 1)
+  bar.close()
+  manager.save(checkpoint_number=c.steps)
+  return metrics
+
+
+def restore_trained(model: fden_lib.FDEN, workdir: str) -> str:
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  if latest is None:
+    raise FileNotFoundError(f"no FDEN checkpoint under {os.path.join(workdir, 'checkpoints')}")
+  tf.train.Checkpoint(fden=model).restore(latest).expect_partial().assert_existing_objects_matched()
+  return latest
+
+
+def embed(model: fden_lib.FDEN, latents: np.ndarray, batch_size: int = 2000):
+  """Inference-mode factors of cached codes: (f_ide, f_sty) as numpy arrays [N, Dim]."""
+  fn = tf.function(model.disentangle)
+  parts = [fn(tf.convert_to_tensor(latents[i:i + batch_size])) for i in range(0, len(latents), batch_size)]
+  return (np.concatenate([p[0].numpy() for p in parts]), np.concatenate([p[1].numpy() for p in parts]))

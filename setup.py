@@ -1,0 +1,24 @@
+"""fden_tf: Plug-in Factorization for Latent Representation Disentanglement (FDEN) in TensorFlow 2 / Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fden_tf",
+    version="0.1.0",
+    description="FDEN: disentangle the latent space of a frozen invertible network (TF 2 / Keras 3)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["fden_tf", "fden_tf.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        "tensorflow==2.21.0",
+        "keras==3.15.1",
+        "tensorflow-datasets==4.9.10",
+        "absl-py==2.5.1",
+        "numpy==2.4.6",
+        "matplotlib==3.11.2",
+        "pillow==13.0.0",
+        "scikit-learn==1.9.1",
+    ],
+    extras_require={"test": ["pytest==9.2.0"]},
+)
