@@ -112,9 +112,11 @@ class FDEN(keras.Model):
     self.disentangler = Disentangler(dim, hidden_scale, **mlp_kwargs)
     self.entangler = Entangler(dim, hidden_scale, **mlp_kwargs)
     self.statistician = Statistician(hidden_scale, **mlp_kwargs)
+    # Create every variable now (checkpoint restores and optimizer.build need them before a first step).
     z = tf.zeros((2, dim))
-    self(z)
+    self.entangler(*self.disentangler(z))
     self.statistician(z, z)
+    self.built = True
 
   @classmethod
   def from_config_section(cls, dim, fden_config):

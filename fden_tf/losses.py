@@ -72,8 +72,9 @@ def ali_generator_loss(logit_real, logit_fake):
 
 
 def pixel_reconstruction_loss(x, x_reconstructed):
-  """Appendix B.2's l2 reconstruction term, per-pixel mean squared error. x: [B, H, W, C] -> scalar."""
-  return tf.reduce_mean(tf.square(x - x_reconstructed))
+  """Appendix B.2's l2 reconstruction term ||x - G_x(G_z(x))||_2^2 per image (summed over pixels, so its
+  scale is comparable to the adversarial loss), batch mean. x: [B, H, W, C] -> scalar."""
+  return tf.reduce_mean(tf.reduce_sum(tf.square(x - x_reconstructed), axis=[1, 2, 3]))
 
 
 def analytic_gaussian_mi(rho):

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from fden_tf import ali as ali_lib
+from fden_tf import checkpoints
 from fden_tf import losses
 from fden_tf import progress as progress_lib
 
@@ -93,10 +94,10 @@ def train(ali: ali_lib.ALI, ali_config, images: np.ndarray, workdir: str, seed: 
   g_opt.build(ali.encoder.trainable_variables + ali.generator.trainable_variables)
   os.makedirs(workdir, exist_ok=True)
   step_var = tf.Variable(0, dtype=tf.int64, name="step")
-  ckpt = tf.train.Checkpoint(ali=ali, d_optimizer=d_opt, g_optimizer=g_opt, step=step_var)
+  ckpt = checkpoints.checkpoint(ali=ali, d_optimizer=d_opt, g_optimizer=g_opt, step=step_var)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
   if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    checkpoints.restore(ckpt, manager.latest_checkpoint)
   start = int(step_var.numpy())
   if start >= c.steps:
     return {"step": start, "resumed": True}
@@ -130,5 +131,5 @@ def restore_trained(ali: ali_lib.ALI, workdir: str) -> str:
   latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   if latest is None:
     raise FileNotFoundError(f"no ALI checkpoint under {os.path.join(workdir, 'checkpoints')}")
-  tf.train.Checkpoint(ali=ali).restore(latest).expect_partial().assert_existing_objects_matched()
+  checkpoints.restore(checkpoints.checkpoint(ali=ali), latest, partial=True)
   return latest

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fden_tf import checkpoints
 from fden_tf import fden as fden_lib
 from fden_tf import gradients
 from fden_tf import losses
@@ -83,10 +84,10 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
   optimizer.build(model.trainable_variables)
   os.makedirs(workdir, exist_ok=True)
   step_var = tf.Variable(0, dtype=tf.int64, name="step")
-  ckpt = tf.train.Checkpoint(fden=model, optimizer=optimizer, step=step_var)
+  ckpt = checkpoints.checkpoint(fden=model, optimizer=optimizer, step=step_var)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
   if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    checkpoints.restore(ckpt, manager.latest_checkpoint)
   start = int(step_var.numpy())
   if start >= c.steps:
     return {"step": start, "resumed": True}
@@ -120,7 +121,7 @@ def restore_trained(model: fden_lib.FDEN, workdir: str) -> str:
   latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
   if latest is None:
     raise FileNotFoundError(f"no FDEN checkpoint under {os.path.join(workdir, 'checkpoints')}")
-  tf.train.Checkpoint(fden=model).restore(latest).expect_partial().assert_existing_objects_matched()
+  checkpoints.restore(checkpoints.checkpoint(fden=model), latest, partial=True)
   return latest
 
 

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fden_tf import ali
+from fden_tf import fden
+
+
+def dense(i, o):
+  return i * o + o
+
+
+@pytest.mark.parametrize("arch,channels", [("svhn", 1), ("svhn", 3), ("celeba", 3)])
+def test_ali_shapes_follow_the_published_models(arch, channels):
+  model = ali.ALI(arch, latent_dim=16, channels=channels, width=0.125)
+  size = ali.ARCHITECTURES[arch].image_size
+  x = tf.random.uniform((3, size, size, channels))
+  mu, log_sigma = model.encoder(x)
+  assert mu.shape == (3, 16) and log_sigma.shape == (3, 16)
+  assert model.decode(mu).shape == (3, size, size, channels)
+  assert model.discriminator(x, mu).shape == (3,)
+  out = model.decode(mu).numpy()
+  assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_ali_svhn_encoder_parameter_count_matches_hand_count():
+  model = ali.ALI("svhn", latent_dim=256, channels=1, width=1.0)
+  convs = [5 * 5 * 1 * 32, 4 * 4 * 32 * 64, 4 * 4 * 64 * 128, 4 * 4 * 128 * 256, 4 * 4 * 256 * 512,
+           1 * 1 * 512 * 512]
+  batch_norm = 4 * (32 + 64 + 128 + 256 + 512 + 512)  # gamma, beta, moving mean, moving variance
+  head = dense(512, 2 * 256)
+  assert model.encoder.count_params() == sum(convs) + batch_norm + head
+
+
+def test_ali_generator_starts_at_the_mean_image():
+  images = np.random.default_rng(0).uniform(0.05, 0.3, (50, 32, 32, 1)).astype(np.float32)
+  model = ali.ALI("svhn", 8, 1, 0.125, pixel_log_odds=ali.pixel_log_odds(images))
+  # The conv weights are N(0, 0.01), so the output is close to sigmoid(log-odds) = the mean image.
+  out = model.decode(tf.zeros((1, 8))).numpy()[0]
+  np.testing.assert_allclose(out, images.mean(0), atol=0.02)
+
+
+def test_architecture_lookup_errors():
+  with pytest.raises(ValueError, match="unknown ALI architecture"):
+    ali.get_architecture("imagenet")
+  assert ali.architecture_for_image_size(64) == "celeba"
+  with pytest.raises(ValueError, match="no ALI architecture"):
+    ali.architecture_for_image_size(48)
+
+
+def test_fden_table2_parameter_count_and_shapes():
+  dim = 256
+  model = fden.FDEN(dim)
+  bn = lambda n: 4 * n
+  d_dec = dense(dim, 512) + bn(512) + dense(512, 512) * 2 + dense(512, 2 * dim)
+  d_factor = dense(2 * dim, 512) + bn(512) + dense(512, 512) + dense(512, dim)
+  e_factor = dense(dim, 256) + bn(256) + dense(256, 256) + dense(256, dim)
+  e_enc = dense(2 * dim, 512) + bn(512) + dense(512, 512) * 2 + dense(512, dim)
+  f_mi = dense(2 * dim, 1024) + bn(1024) + dense(1024, 256) + dense(256, 64) + dense(64, 1)
+  assert model.disentangler.count_params() == d_dec + 2 * d_factor
+  assert model.entangler.count_params() == 2 * e_factor + e_enc
+  assert model.statistician.count_params() == f_mi
+  z = tf.random.normal((4, dim))
+  f_ide, f_sty, z_tilde = model(z)
+  assert f_ide.shape == f_sty.shape == z_tilde.shape == (4, dim)
+
+
+def test_fden_inference_is_deterministic_and_training_uses_dropout():
+  model = fden.FDEN(8, hidden_scale=0.1, init_stddev=0.1)
+  z = tf.random.normal((16, 8))
+  np.testing.assert_array_equal(model.disentangle(z)[0].numpy(), model.disentangle(z)[0].numpy())
+  a = model(z, training=True)[0].numpy()
+  b = model(z, training=True)[0].numpy()
+  assert not np.array_equal(a, b)
+
+
+def test_statistician_sits_behind_the_gradient_reversal_layer():
+  model = fden.FDEN(4, hidden_scale=0.1, init_stddev=0.1, grl_lambda=1.0)
+  f_ide = tf.random.normal((8, 4))
+  f_sty = tf.random.normal((8, 4))
+  perm = tf.range(8)[::-1]
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch([f_ide, f_sty])
+    t_joint, _ = model.statistician_outputs(f_ide, f_sty, perm)
+    direct = model.statistician(f_ide, f_sty)
+    s1, s2 = tf.reduce_sum(t_joint), tf.reduce_sum(direct)
+  np.testing.assert_allclose(t_joint.numpy(), direct.numpy(), atol=1e-6)
+  np.testing.assert_allclose(tape.gradient(s1, f_ide).numpy(), -tape.gradient(s2, f_ide).numpy(), atol=1e-6)
