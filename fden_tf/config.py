@@ -110,7 +110,8 @@ def cpu() -> Config:
   """
   return Config(ali=ALIConfig(width=0.25, latent_dim=64, batch_size=64, steps=1500, learning_rate=2e-4,
                               reconstruction_weight=1.0, checkpoint_every=500),
-                fden=FDENConfig(hidden_scale=0.5, steps=3000, learning_rate=1e-3, checkpoint_every=1000))
+                fden=FDENConfig(hidden_scale=0.5, steps=3000, learning_rate=1e-3, init_stddev=0.05, dropout=0.0,
+                                checkpoint_every=1000))
 
 
 def smoke() -> Config:
@@ -119,7 +120,7 @@ def smoke() -> Config:
                 ali=ALIConfig(width=0.125, latent_dim=16, batch_size=32, steps=30, learning_rate=5e-4,
                               reconstruction_weight=1.0, checkpoint_every=1000),
                 fden=FDENConfig(hidden_scale=0.125, steps=60, learning_rate=1e-3, eval_episodes=100,
-                                episodes_per_batch=8),
+                                episodes_per_batch=8, init_stddev=0.05, dropout=0.0),
                 log_every=20, progress=False)
 
 

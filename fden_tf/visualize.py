@@ -41,7 +41,10 @@ def save_translation_figure(path, grid, weights=MIX_WEIGHTS):
   grid (rows: identity weight, columns: style weight), ALI's reconstruction of B, image B."""
   pairs, n = len(grid["a"]), len(weights)
   cols = n + 4
-  fig, axes = plt.subplots(pairs * n, cols, figsize=(cols * 1.1, pairs * n * 1.1 + 0.6), squeeze=False)
+  height = pairs * n * 1.0 + 0.6
+  fig, axes = plt.subplots(pairs * n, cols, figsize=(cols * 1.0, height), squeeze=False,
+                           gridspec_kw={"wspace": 0.08, "hspace": 0.08, "top": 1 - 0.6 / height,
+                                        "bottom": 0.01, "left": 0.01, "right": 0.99})
   for ax in axes.flat:
     ax.axis("off")
   for p in range(pairs):
@@ -53,14 +56,13 @@ def save_translation_figure(path, grid, weights=MIX_WEIGHTS):
     for i in range(n):
       for j in range(n):
         _show(axes[top + i, 2 + j], grid["grid"][p, i, j])
-      axes[top + i, 2].text(-0.15, 0.5, f"ide {weights[i]:.1f}A", transform=axes[top + i, 2].transAxes,
-                            ha="right", va="center", fontsize=6)
   for j in range(n):
-    axes[0, 2 + j].set_title(f"sty {weights[j]:.1f}A", fontsize=7)
-  axes[0, 0].set_title("A", fontsize=7)
-  axes[0, 1].set_title("rec A", fontsize=7)
-  axes[n - 1, cols - 2].set_title("rec B", fontsize=7)
-  axes[n - 1, cols - 1].set_title("B", fontsize=7)
-  fig.suptitle("FDEN translation: identity (rows) and style (columns) mixed between A and B", fontsize=8)
+    axes[0, 2 + j].set_title(f"style {weights[j]:g}A", fontsize=7)
+  for ax, title in [(axes[0, 0], "A"), (axes[0, 1], "rec A"), (axes[n - 1, cols - 2], "rec B"),
+                    (axes[n - 1, cols - 1], "B")]:
+    ax.set_title(title, fontsize=7)
+  fig.suptitle("FDEN translation: f_ide mixed down the rows (A, halfway, B), f_sty across the columns\n"
+               "(weight of A's factor; rec = the plugged network's own reconstruction)", fontsize=8,
+               y=1 - 0.05 / height)
   fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
   plt.close(fig)
