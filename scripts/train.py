@@ -33,6 +33,8 @@ flags.DEFINE_integer("ali_steps", None, "ALI training steps.")
 flags.DEFINE_integer("fden_steps", None, "FDEN training steps (each a batch of episodes).")
 flags.DEFINE_integer("eval_episodes", None, "Test episodes for the few-shot accuracy (paper: 1000).")
 flags.DEFINE_integer("latent_dim", None, "ALI latent size (Dim).")
+flags.DEFINE_float("ali_reconstruction_weight", None, "Weight of ALI's l2 reconstruction term (paper "
+                   "Appendix B.2); 0 disables it.")
 flags.DEFINE_integer("seed", None, "Random seed (data, initialisation, episodes).")
 flags.DEFINE_boolean("progress", True, "Show progress lines with ETA (--noprogress to silence).")
 flags.DEFINE_boolean("overwrite", False, "Allow an --output_dir holding a run of another configuration.")
@@ -42,13 +44,16 @@ def build_config():
   from fden_tf import config as config_lib
   config = config_lib.get(FLAGS.preset)
   data = {"dataset": FLAGS.dataset, "data_dir": FLAGS.data_dir}
-  ali = {k: v for k, v in {"steps": FLAGS.ali_steps, "latent_dim": FLAGS.latent_dim}.items() if v is not None}
+  ali = {k: v for k, v in {"steps": FLAGS.ali_steps, "latent_dim": FLAGS.latent_dim,
+                           "reconstruction_weight": FLAGS.ali_reconstruction_weight}.items() if v is not None}
   fden = {k: v for k, v in {"way": FLAGS.way, "shot": FLAGS.shot, "query": FLAGS.query,
                             "steps": FLAGS.fden_steps, "eval_episodes": FLAGS.eval_episodes}.items()
           if v is not None}
   for flag in ("ali_steps", "fden_steps", "way", "shot", "query", "eval_episodes", "latent_dim"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
+  if FLAGS.ali_reconstruction_weight is not None and FLAGS.ali_reconstruction_weight < 0:
+    raise ValueError(f"--ali_reconstruction_weight must be >= 0, got {FLAGS.ali_reconstruction_weight}")
   top = {"progress": FLAGS.progress and config.progress}
   if FLAGS.seed is not None:
     top["seed"] = FLAGS.seed

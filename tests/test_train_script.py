@@ -36,8 +36,11 @@ def test_train_script_end_to_end_on_glyphs(tmp_path):
   assert (out / "ali" / "checkpoints" / "checkpoint").exists()
   assert (out / "fden" / "checkpoints" / "checkpoint").exists()
 
-  # The same command again resumes: both stages are finished, nothing is retrained.
-  again = run_train("--preset=smoke", f"--output_dir={out}", "--way=5", "--shot=1", "--noprogress")
+  # The same command again (this time from a --flagfile) resumes: both stages are finished, nothing is
+  # retrained, and the same episodes give the same accuracy.
+  flagfile = tmp_path / "run.flags"
+  flagfile.write_text(f"--preset=smoke\n--output_dir={out}\n--way=5\n--shot=1\n--noprogress\n")
+  again = run_train(f"--flagfile={flagfile}")
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads((out / "metrics.json").read_text())["fewshot"] == fewshot
 
