@@ -35,6 +35,7 @@ def restore(ckpt: tf.train.Checkpoint, path: str, partial: bool = False):
     if partial:
       status.expect_partial()
     status.assert_existing_objects_matched()
-  except (ValueError, AssertionError, tf.errors.OpError) as e:
-    raise ValueError(f"checkpoint {path} does not fit this model: {str(e).splitlines()[0]}") from None
+  except (ValueError, AssertionError, IndexError, tf.errors.OpError) as e:
+    raise ValueError(f"checkpoint {path} cannot be read or does not fit this model: "
+                     f"{str(e).splitlines()[0]}") from None
   return status

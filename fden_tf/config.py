@@ -18,6 +18,9 @@ from typing import Optional
 class DataConfig:
   dataset: str = "glyphs"
   data_dir: Optional[str] = None
+  image_size: int = 32  # 32 for ALI's SVHN model, 64 for its CelebA model
+  channels: int = 1
+  test_fraction: float = 0.2  # share of classes held out when a folder has no train/test split
   # glyphs only: how many classes to generate and how many of them are held out as unseen test classes.
   glyphs_classes: int = 1200
   glyphs_test_classes: int = 200
@@ -72,7 +75,11 @@ class Config:
   fden: FDENConfig = FDENConfig()
   seed: int = 0
   log_every: int = 100
-  progress: bool = True
+  # Divergence guard (training_loop): restore the last checkpoint after this many non-finite steps in a row,
+  # continuing at recovery_lr_factor times the learning rate; a second such failure stops the run.
+  max_nonfinite_steps: int = 10
+  recovery_lr_factor: float = 0.5
+  deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
 
   def replace(self, **sections) -> "Config":
     """Returns a copy with fields replaced: `config.replace(fden={"way": 20}, seed=3)`."""
@@ -121,7 +128,7 @@ def smoke() -> Config:
                               reconstruction_weight=1.0, checkpoint_every=1000),
                 fden=FDENConfig(hidden_scale=0.25, steps=300, learning_rate=1e-3, eval_episodes=200,
                                 episodes_per_batch=8, init_stddev=0.05, dropout=0.0),
-                log_every=50, progress=False)
+                log_every=50)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke}

@@ -63,3 +63,8 @@ def clip_fraction(g_u, g_m):
   bound = [tf.cast(_norm(m) > _norm(u), tf.float32) for u, m in zip(g_u, g_m)
            if u is not None and m is not None]
   return tf.reduce_mean(tf.stack(bound)) if bound else tf.constant(0.0)
+
+
+def all_finite(tensors):
+  """True when every element of every (non-None) tensor is finite: the divergence guard's test."""
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None])

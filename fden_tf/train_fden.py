@@ -1,8 +1,6 @@
 """Training FDEN on the cached codes of a frozen plugged network (Section 3.3)."""
 
-import json
 import os
-import time
 
 import keras
 import numpy as np
@@ -12,7 +10,7 @@ from fden_tf import checkpoints
 from fden_tf import fden as fden_lib
 from fden_tf import gradients
 from fden_tf import losses
-from fden_tf import progress as progress_lib
+from fden_tf import training_loop
 from fden_tf.data import episodes as episodes_lib
 
 
@@ -21,8 +19,9 @@ def make_optimizer(c):
 
 
 def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.EpisodeSampler, latents,
-                    fden_config):
-  """The FDEN step on a batch of episodes drawn from `latents` [N, Dim] (the frozen network's codes).
+                    fden_config, seed: int):
+  """The compiled FDEN step `step_fn(step, poison) -> metrics` on a batch of episodes drawn from
+  `latents` [N, Dim] (the frozen network's codes); episodes and shuffles are functions of (seed, step).
 
   Eq. 7 needs the norms of two gradients of the same variables, so the tape gives them separately
   (per-loss gradients, not a tf.custom_gradient: a custom gradient sees only the gradient flowing through
@@ -36,8 +35,9 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
   query_labels = sampler.query_labels(episodes)
 
   @tf.function
-  def step(seed):
-    episode_seed, shuffle_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  def step_fn(step, poison):
+    seed_t = tf.stack([tf.constant(seed, tf.int64), step])
+    episode_seed, shuffle_seed = tf.unstack(tf.random.experimental.stateless_split(seed_t, 2))
     indices = tf.reshape(sampler.sample(episode_seed, episodes), [-1])
     z = tf.gather(latents, indices)  # [E * C * (K + Q), Dim]
     n = tf.shape(z)[0]
@@ -50,7 +50,7 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
           tf.reshape(f_ide, [episodes, way, shot + query, -1]), shot)
       l_c, accuracy = losses.episodic_loss_eq5(support, queries, query_labels)
       t_joint, t_marginal = model.statistician_outputs(f_ide, f_sty, permutation, training=True)
-      l_m = losses.donsker_varadhan_eq4(t_joint, t_marginal)
+      l_m = losses.donsker_varadhan_eq4(t_joint, t_marginal) + poison  # poison: 0, or NaN in tests
       loss_u = c.alpha * l_r + c.beta * l_c
       loss_m = -c.gamma * l_m
     g_u = tape.gradient(loss_u, theta + phi)
@@ -62,59 +62,42 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     else:
       g_a_theta = g_m_theta
     g_theta = [u if a is None else (a if u is None else u + a) for u, a in zip(g_u_theta, g_a_theta)]
-    optimizer.apply(g_theta + list(g_u_phi) + list(g_m_xi), theta + phi + xi)
-    return {"loss": losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma),
+    grads = g_theta + list(g_u_phi) + list(g_m_xi)
+    # A non-finite loss or gradient (MINE's exp can overflow) must never reach the weights.
+    finite = gradients.all_finite([l_r, l_c, l_m] + grads)
+
+    def apply():
+      optimizer.apply(grads, theta + phi + xi)
+      return tf.constant(True)
+
+    tf.cond(finite, apply, lambda: tf.constant(False))
+    return {"finite": finite, "loss": losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma),
             "l_r": l_r, "l_c": l_c, "l_m": l_m, "accuracy": accuracy,
             "grad_norm_u": tf.linalg.global_norm(g_u_theta),
             "grad_norm_m": tf.linalg.global_norm(g_m_theta),
             "clip_fraction": gradients.clip_fraction(g_u_theta, g_m_theta)}
 
-  return step
+  return step_fn
 
 
 def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.ndarray, workdir: str,
-          seed: int = 0, show_progress: bool = True, log_every: int = 100) -> dict:
+          seed: int = 0, show_progress: bool = True, log_every: int = 100, guard=None,
+          nonfinite_steps=()) -> dict:
   """Trains FDEN episodically on `latents` [N, Dim] with class `labels` [N], resuming from `workdir`.
 
-  Returns the mean of the metrics over the last logging window.
+  Returns the mean of the metrics over the last logging window. guard: (max_nonfinite,
+  recovery_lr_factor) of the divergence guard (training_loop).
   """
   c = fden_config
   sampler = episodes_lib.EpisodeSampler(labels, c.way, c.shot, c.query)
   optimizer = make_optimizer(c)
   optimizer.build(model.trainable_variables)
-  os.makedirs(workdir, exist_ok=True)
-  step_var = tf.Variable(0, dtype=tf.int64, name="step")
-  ckpt = checkpoints.checkpoint(fden=model, optimizer=optimizer, step=step_var)
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=2)
-  if manager.latest_checkpoint:
-    checkpoints.restore(ckpt, manager.latest_checkpoint)
-  start = int(step_var.numpy())
-  if start >= c.steps:
-    return {"step": start, "resumed": True}
-
-  train_step = make_train_step(model, optimizer, sampler, latents, c)
-  bar = progress_lib.Progress(c.steps, "FDEN training", enabled=show_progress, unit="step", initial=start)
-  window, metrics = [], {}
-  t0 = time.time()
-  with open(os.path.join(workdir, "train_log.jsonl"), "a") as log:
-    for step in range(start, c.steps):
-      out = train_step(tf.constant([seed, step], tf.int64))
-      window.append(out)
-      bar.update(1)
-      if (step + 1) % log_every == 0 or step + 1 == c.steps:
-        metrics = {k: float(np.mean([w[k] for w in window])) for k in out}
-        metrics.update(step=step + 1, seconds=time.time() - t0)
-        window = []
-        log.write(json.dumps(metrics) + "\n")
-        log.flush()
-        bar.postfix = (f"L_R={metrics['l_r']:.3f} L_C={metrics['l_c']:.3f} L_M={metrics['l_m']:.3f} "
-                       f"acc={metrics['accuracy']:.3f}")
-      step_var.assign(step + 1)
-      if (step + 1) % c.checkpoint_every == 0:
-        manager.save(checkpoint_number=step + 1)
-  bar.close()
-  manager.save(checkpoint_number=c.steps)
-  return metrics
+  max_nonfinite, lr_factor = guard or (10, 0.5)
+  stage = training_loop.Stage("FDEN", workdir, c.steps, c.checkpoint_every,
+                              dict(fden=model, optimizer=optimizer), [optimizer], log_every, max_nonfinite,
+                              lr_factor)
+  step_fn = make_train_step(model, optimizer, sampler, latents, c, seed)
+  return training_loop.run(stage, step_fn, show_progress, nonfinite_steps)
 
 
 def restore_trained(model: fden_lib.FDEN, workdir: str) -> str:

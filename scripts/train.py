@@ -4,9 +4,11 @@
     python scripts/train.py --fden_steps=500 --output_dir=/tmp/run
     python scripts/train.py --stage=fden --ali_dir=runs/glyphs --way=20 --output_dir=runs/glyphs-20w
     python scripts/train.py --stage=fden --encoder=enc.keras --decoder=dec.keras   # your own network
+    python scripts/train.py --dataset=folder --data_dir=my_images/ --image_size=32 --channels=1
     python scripts/train.py --flagfile=my.flags
 
-Flags only live here; the library receives one Config (fden_tf/config.py).
+Flags only live here; the library receives one Config (fden_tf/config.py). Exit status: 0 done, 2 bad
+input (one `error:` line, nothing written), 1 training diverged beyond recovery.
 """
 
 import json
@@ -18,8 +20,10 @@ from absl import logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "cpu", ["cpu", "paper", "smoke"], "Named configuration preset (fden_tf/config.py).")
-flags.DEFINE_string("dataset", "glyphs", "Dataset name.")
+flags.DEFINE_string("dataset", "glyphs", "Dataset: glyphs (embedded) or folder (--data_dir of class folders).")
 flags.DEFINE_string("data_dir", None, "Folder the dataset is read from (datasets that need one).")
+flags.DEFINE_integer("image_size", None, "Square image size: 32 (ALI's SVHN model) or 64 (its CelebA model).")
+flags.DEFINE_integer("channels", None, "1 (grayscale) or 3 (RGB).")
 flags.DEFINE_string("output_dir", "runs/glyphs", "Where checkpoints, metrics and figures go; re-running the "
                     "same command on it resumes.")
 flags.DEFINE_enum("stage", "all", ["all", "ali", "fden"], "Train ALI then FDEN (all), or one of them.")
@@ -31,40 +35,58 @@ flags.DEFINE_integer("shot", None, "Support samples per class (K).")
 flags.DEFINE_integer("query", None, "Query samples per class, in training and evaluation episodes.")
 flags.DEFINE_integer("ali_steps", None, "ALI training steps.")
 flags.DEFINE_integer("fden_steps", None, "FDEN training steps (each a batch of episodes).")
+flags.DEFINE_integer("batch_size", None, "ALI batch size (images).")
+flags.DEFINE_integer("episodes_per_batch", None, "FDEN batch size (episodes a step; the paper: 16).")
 flags.DEFINE_integer("eval_episodes", None, "Test episodes for the few-shot accuracy (paper: 1000).")
 flags.DEFINE_integer("latent_dim", None, "ALI latent size (Dim).")
 flags.DEFINE_float("ali_reconstruction_weight", None, "Weight of ALI's l2 reconstruction term (paper "
                    "Appendix B.2); 0 disables it.")
+flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both stages.")
+flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
+                     "checkpoint at a reduced learning rate.")
 flags.DEFINE_integer("seed", None, "Random seed (data, initialisation, episodes).")
+flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow's op determinism.")
 flags.DEFINE_boolean("progress", True, "Show progress lines with ETA (--noprogress to silence).")
 flags.DEFINE_boolean("overwrite", False, "Allow an --output_dir holding a run of another configuration.")
+
+POSITIVE = ("ali_steps", "fden_steps", "batch_size", "episodes_per_batch", "way", "shot", "query",
+            "eval_episodes", "latent_dim", "checkpoint_every", "max_nonfinite_steps", "image_size", "channels")
+
+
+def _given(**names):
+  return {key: getattr(FLAGS, flag) for key, flag in names.items() if getattr(FLAGS, flag) is not None}
 
 
 def build_config():
   from fden_tf import config as config_lib
-  config = config_lib.get(FLAGS.preset)
-  data = {"dataset": FLAGS.dataset, "data_dir": FLAGS.data_dir}
-  ali = {k: v for k, v in {"steps": FLAGS.ali_steps, "latent_dim": FLAGS.latent_dim,
-                           "reconstruction_weight": FLAGS.ali_reconstruction_weight}.items() if v is not None}
-  fden = {k: v for k, v in {"way": FLAGS.way, "shot": FLAGS.shot, "query": FLAGS.query,
-                            "steps": FLAGS.fden_steps, "eval_episodes": FLAGS.eval_episodes}.items()
-          if v is not None}
-  for flag in ("ali_steps", "fden_steps", "way", "shot", "query", "eval_episodes", "latent_dim"):
+  for flag in POSITIVE:
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
   if FLAGS.ali_reconstruction_weight is not None and FLAGS.ali_reconstruction_weight < 0:
     raise ValueError(f"--ali_reconstruction_weight must be >= 0, got {FLAGS.ali_reconstruction_weight}")
-  top = {"progress": FLAGS.progress and config.progress}
+  if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
+    raise ValueError("--latent_dim is the plugged network's own size; drop it when plugging --ali_dir or "
+                     "--encoder")
+  config = config_lib.get(FLAGS.preset)
+  data = dict(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, **_given(image_size="image_size",
+                                                                       channels="channels"))
+  ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
+               reconstruction_weight="ali_reconstruction_weight", checkpoint_every="checkpoint_every")
+  fden = _given(way="way", shot="shot", query="query", steps="fden_steps", eval_episodes="eval_episodes",
+                episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every")
+  top = _given(max_nonfinite_steps="max_nonfinite_steps")
+  top["deterministic"] = FLAGS.deterministic
   if FLAGS.seed is not None:
-    top["seed"] = FLAGS.seed
-    data["seed"] = FLAGS.seed
+    top["seed"] = data["seed"] = FLAGS.seed
   return config.replace(data=data, ali=ali, fden=fden, **top)
 
 
 def main(argv):
   del argv
+  from fden_tf import fewshot
   from fden_tf import pipeline
   from fden_tf import plugin
+  from fden_tf import training_loop
   try:
     config = build_config()
     plugged = None
@@ -75,12 +97,14 @@ def main(argv):
         raise ValueError("plugging your own --encoder/--decoder needs --stage=fden")
       plugged = plugin.load_saved(FLAGS.encoder, FLAGS.decoder)
     metrics = pipeline.train_and_evaluate(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, plugged,
-                                          FLAGS.overwrite)
+                                          FLAGS.overwrite, show_progress=FLAGS.progress)
   except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except training_loop.DivergenceError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   if "fewshot" in metrics:
-    from fden_tf import fewshot
     print(fewshot.format_result(metrics["fewshot"]))
     for name, result in metrics["fewshot_baselines"].items():
       print("  baseline " + fewshot.format_result(result, name))

@@ -1,0 +1,165 @@
+"""The loop both trainers share: resume, checkpoints, logs, progress and the divergence guard.
+
+A trainer hands over a compiled step, `step_fn(step, poison) -> dict of scalar tensors`, whose result holds
+`finite` (False when a loss or gradient was non-finite, in which case the step applied nothing) and its loss
+terms. Everything random in a step derives from (seed, step), so a resumed run replays exactly the steps an
+uninterrupted one would have taken.
+
+Divergence guard: a non-finite step is skipped and counted; after `max_nonfinite` consecutive ones the loop
+restores the newest checkpoint (every saved one is finite, since bad steps never reach the weights) and
+continues at `recovery_lr_factor` times the learning rate; a second such failure stops the run with
+`DivergenceError` naming the step range and the terms that went non-finite.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import tensorflow as tf
+
+from fden_tf import checkpoints
+from fden_tf import progress as progress_lib
+
+
+class DivergenceError(RuntimeError):
+  """Training kept producing non-finite losses or gradients after a restore."""
+
+
+@dataclasses.dataclass
+class Stage:
+  """What the loop needs to know about one training stage."""
+  name: str  # "ALI" or "FDEN", for messages
+  workdir: str
+  steps: int
+  checkpoint_every: int
+  objects: dict  # models and optimizers to checkpoint, by name
+  optimizers: list
+  log_every: int = 100
+  max_nonfinite: int = 10
+  recovery_lr_factor: float = 0.5
+
+
+def _truncate_log(path, last_step):
+  """Drops log lines past the restored step, so a resumed run's log reads as one uninterrupted run."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
+  with open(path, "w") as f:
+    f.writelines(lines)
+
+
+def _nonfinite_terms(out):
+  return sorted(k for k, v in out.items() if k != "finite" and not math.isfinite(float(v)))
+
+
+def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=()) -> dict:
+  """Runs `stage` to `stage.steps`, resuming from its newest checkpoint. Returns the last window's means
+  plus `skipped_steps` and `recoveries`.
+
+  nonfinite_steps: fault injection for tests; each listed step gets a NaN added to its loss the first
+  time it runs.
+  """
+  os.makedirs(stage.workdir, exist_ok=True)
+  step_var = tf.Variable(0, dtype=tf.int64, name="step")
+  skipped_var = tf.Variable(0, dtype=tf.int64, name="skipped_steps")
+  recoveries_var = tf.Variable(0, dtype=tf.int64, name="recoveries")
+  ckpt = checkpoints.checkpoint(step=step_var, skipped=skipped_var, recoveries=recoveries_var,
+                                **stage.objects)
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(stage.workdir, "checkpoints"), max_to_keep=3)
+  if manager.latest_checkpoint:
+    checkpoints.restore(ckpt, manager.latest_checkpoint)
+  else:
+    manager.save(checkpoint_number=0)  # a known-good state to fall back to
+  start = int(step_var.numpy())
+  log_path = os.path.join(stage.workdir, "train_log.jsonl")
+  _truncate_log(log_path, start)
+  if start >= stage.steps:  # finished earlier: never redone
+    return dict(_last_logged(log_path), resumed=True)
+
+  pending_poison = set(nonfinite_steps)
+  bar = progress_lib.Progress(stage.steps, f"{stage.name} training", enabled=show_progress, unit="step",
+                              initial=start)
+  window, metrics, bad_run = [], {}, []
+  t0 = time.time()
+  step = start
+  while step < stage.steps:
+    poison = math.nan if step in pending_poison else 0.0
+    pending_poison.discard(step)
+    out = {k: float(v) for k, v in step_fn(tf.constant(step, tf.int64), tf.constant(poison)).items()}
+    if not out.pop("finite"):
+      skipped_var.assign_add(1)
+      bad_run.append((step, _nonfinite_terms(out)))
+      _append_log(log_path, {"event": "nonfinite_step_skipped", "step": step + 1,
+                             "terms": bad_run[-1][1]})
+      if len(bad_run) >= stage.max_nonfinite:
+        step = _recover(stage, ckpt, manager, bad_run)
+        bad_run = []
+        bar.count = step
+        continue
+    else:
+      bad_run = []
+      window.append(out)
+    step += 1
+    step_var.assign(step)
+    bar.update(1)
+    if step % stage.log_every == 0 or step == stage.steps:
+      metrics = _summarise(window, step, time.time() - t0, int(skipped_var.numpy()))
+      window = []
+      _append_log(log_path, metrics)
+      bar.postfix = " ".join(f"{k}={v:.3f}" for k, v in list(metrics.items())[:4])
+    if step % stage.checkpoint_every == 0 or step == stage.steps:
+      manager.save(checkpoint_number=step)
+  bar.close()
+  metrics.update(skipped_steps=int(skipped_var.numpy()), recoveries=int(recoveries_var.numpy()))
+  return metrics
+
+
+def _summarise(window, step, seconds, skipped):
+  keys = window[0].keys() if window else []
+  metrics = {k: sum(w[k] for w in window) / len(window) for k in keys}
+  metrics.update(step=step, seconds=seconds, skipped_steps=skipped)
+  return metrics
+
+
+def _last_logged(path):
+  """The last metrics line of a stage's log (skipping event lines)."""
+  last = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        record = json.loads(line) if line.strip() else {}
+        if record and "event" not in record:
+          last = record
+  return last
+
+
+def _append_log(path, record):
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def _recover(stage, ckpt, manager, bad_run):
+  """Restores the newest checkpoint at a reduced learning rate, or gives up on a second failure.
+
+  The skip and recovery counts survive the restore (they describe the run, not the checkpoint)."""
+  first, last = bad_run[0][0] + 1, bad_run[-1][0] + 1
+  terms = sorted({t for _, ts in bad_run for t in ts}) or ["gradients"]
+  if int(ckpt.recoveries.numpy()) >= 1:
+    raise DivergenceError(
+        f"{stage.name} training diverged again: {', '.join(terms)} non-finite at steps {first}-{last} "
+        f"({len(bad_run)} in a row) after a restore at reduced learning rate; lower the learning rate or "
+        "check the data")
+  skipped = int(ckpt.skipped.numpy())
+  checkpoints.restore(ckpt, manager.latest_checkpoint)
+  ckpt.skipped.assign(skipped)
+  ckpt.recoveries.assign_add(1)
+  for optimizer in stage.optimizers:
+    optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * stage.recovery_lr_factor
+  restored = int(ckpt.step.numpy())
+  _append_log(os.path.join(stage.workdir, "train_log.jsonl"),
+              {"event": "restored_after_divergence", "step": restored, "bad_steps": [first, last],
+               "terms": terms, "learning_rate_factor": stage.recovery_lr_factor})
+  return restored

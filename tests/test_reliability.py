@@ -1,0 +1,191 @@
+"""Survive: resume after SIGKILL, the divergence guard, determinism, and bad input rejected cleanly."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fden_tf import config as config_lib
+from fden_tf import fden as fden_lib
+from fden_tf import train_fden
+from fden_tf import training_loop
+
+pytestmark = pytest.mark.reliability
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--preset=smoke", "--ali_steps=60", "--fden_steps=90", "--checkpoint_every=20", "--eval_episodes=100",
+         "--noprogress"]
+
+
+def _command(out, *flags):
+  return [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *SMALL, f"--output_dir={out}", *flags]
+
+
+def _env():
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1")
+
+
+def _run(out, *flags, timeout=300):
+  return subprocess.run(_command(out, *flags), capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def _metrics(out):
+  with open(os.path.join(out, "metrics.json")) as f:
+    return json.load(f)
+
+
+def _comparable(metrics):
+  """What an interrupted-and-resumed run must reproduce: accuracies and the last logged training losses."""
+  keep = {k: v for k, v in metrics["fden_train"].items() if k not in ("seconds", "resumed")}
+  return metrics["fewshot"], metrics["fewshot_baselines"], keep, metrics["ali"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  out = tmp_path_factory.mktemp("reliability") / "uninterrupted"
+  result = _run(out)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return out
+
+
+def test_same_seed_gives_the_same_metrics(uninterrupted, tmp_path):
+  result = _run(tmp_path / "again")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _comparable(_metrics(tmp_path / "again")) == _comparable(_metrics(uninterrupted))
+
+
+@pytest.mark.parametrize("stage,checkpoint", [("fden", "ckpt-20.index"), ("ali", "ckpt-20.index")])
+def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(uninterrupted, tmp_path, stage,
+                                                                     checkpoint):
+  out = tmp_path / "killed"
+  marker = out / stage / "checkpoints" / checkpoint
+  proc = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+  try:
+    deadline = time.time() + 240
+    while not marker.exists():
+      assert proc.poll() is None, "the run ended before it could be killed"
+      assert time.time() < deadline, f"no {marker} within 240 s"
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-stage: at least one checkpoint written, more steps to go
+    proc.wait(timeout=30)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert not (out / "metrics.json").exists()
+  result = _run(out)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _comparable(_metrics(out)) == _comparable(_metrics(uninterrupted))
+  log = [json.loads(line) for line in (out / stage / "train_log.jsonl").read_text().splitlines()]
+  steps = [r["step"] for r in log if "event" not in r]
+  assert steps == sorted(set(steps)), "the resumed log reads as one run"
+
+
+def _tiny_fden_training(tmp_path, nonfinite_steps, max_nonfinite=3, steps=40):
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(12), 6)
+  latents = (rng.standard_normal((12, 8))[labels] + 0.3 * rng.standard_normal((72, 8))).astype(np.float32)
+  c = dataclasses.replace(config_lib.smoke().fden, steps=steps, checkpoint_every=5, episodes_per_batch=4)
+  model = fden_lib.FDEN(8, hidden_scale=0.1, init_stddev=0.05, dropout=0.0)
+  metrics = train_fden.train(model, c, latents, labels, str(tmp_path), show_progress=False, log_every=5,
+                             guard=(max_nonfinite, 0.5), nonfinite_steps=nonfinite_steps)
+  return model, metrics, tmp_path / "train_log.jsonl"
+
+
+def test_nonfinite_steps_are_skipped_and_never_reach_the_weights(tmp_path):
+  model, metrics, _ = _tiny_fden_training(tmp_path, nonfinite_steps=[3, 9, 10])
+  assert metrics["skipped_steps"] == 3 and metrics["recoveries"] == 0
+  assert all(np.isfinite(v.numpy()).all() for v in model.variables)
+
+
+def test_consecutive_nonfinite_steps_restore_the_last_checkpoint_at_a_lower_learning_rate(tmp_path):
+  model, metrics, log = _tiny_fden_training(tmp_path, nonfinite_steps=[12, 13, 14])
+  assert metrics["recoveries"] == 1 and metrics["skipped_steps"] == 3 and metrics["step"] == 40
+  events = [json.loads(line) for line in log.read_text().splitlines() if "event" in line]
+  restored = [e for e in events if e["event"] == "restored_after_divergence"]
+  assert restored and restored[0]["step"] == 10 and restored[0]["bad_steps"] == [13, 15]
+  assert {"l_m", "loss"} <= set(restored[0]["terms"])
+  assert all(np.isfinite(v.numpy()).all() for v in model.variables)
+
+
+def test_a_second_divergence_stops_with_the_step_range_and_the_term(tmp_path):
+  with pytest.raises(training_loop.DivergenceError, match=r"l_m.* non-finite at steps 23-25"):
+    _tiny_fden_training(tmp_path, nonfinite_steps=[12, 13, 14, 22, 23, 24])
+
+
+def _fake_ali_dir(path, image_shape=(32, 32, 1), checkpoint=False):
+  path.mkdir(parents=True)
+  (path / "config.json").write_text(config_lib.smoke().to_json())
+  (path / "ali").mkdir()
+  (path / "ali" / "network.json").write_text(json.dumps({"image_shape": list(image_shape)}))
+  return path
+
+
+def _bad_inputs(tmp_path, uninterrupted):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  only_train = tmp_path / "only_train" / "train" / "a"
+  only_train.mkdir(parents=True)
+  not_a_dir = tmp_path / "a_file"
+  not_a_dir.write_text("x")
+  corrupted = tmp_path / "corrupted"
+  shutil.copytree(uninterrupted, corrupted)
+  for data in (corrupted / "ali" / "checkpoints").glob("ckpt-60.data*"):
+    data.write_bytes(b"\0" * 64)
+  return {
+      "unknown dataset": (["--dataset=nope"], "unknown dataset 'nope'"),
+      "missing data dir": (["--dataset=folder", f"--data_dir={tmp_path / 'nowhere'}"], "does not exist"),
+      "empty data dir": (["--dataset=folder", f"--data_dir={empty}"], "holds no class folders"),
+      "data dir lacks a split": (["--dataset=folder", f"--data_dir={tmp_path / 'only_train'}"],
+                                 "no test/ split"),
+      "way above test classes": (["--way=500"], "larger than the 20 classes"),
+      "shot + query above samples": (["--shot=8", "--query=5"], "exceeds the 10 samples"),
+      "ali_dir image size": (["--stage=fden", f"--ali_dir={_fake_ali_dir(tmp_path / 'a64', (64, 64, 1))}"],
+                             "ALI for 64x64x1 images but the dataset has 32x32x1"),
+      "ali_dir channels": (["--stage=fden", f"--ali_dir={_fake_ali_dir(tmp_path / 'a3', (32, 32, 3))}"],
+                           "ALI for 32x32x3 images"),
+      "ali_dir latent size": (["--stage=fden", f"--ali_dir={uninterrupted}", "--latent_dim=7"],
+                              "drop it when plugging --ali_dir"),
+      "ali_dir without checkpoint": (["--stage=fden", f"--ali_dir={_fake_ali_dir(tmp_path / 'a0')}"],
+                                     "holds no ALI checkpoint"),
+      "ali_dir corrupted checkpoint": (["--stage=fden", f"--ali_dir={corrupted}"], "cannot be read"),
+      "output dir not writable": ([f"--output_dir={not_a_dir}/run"], "is not writable"),
+      "non-positive ALI steps": (["--ali_steps=0"], "--ali_steps must be positive"),
+      "non-positive FDEN steps": (["--fden_steps=-3"], "--fden_steps must be positive"),
+      "non-positive batch size": (["--batch_size=0"], "--batch_size must be positive"),
+      "non-positive episodes per batch": (["--episodes_per_batch=0"], "--episodes_per_batch must be positive"),
+  }
+
+
+BAD_INPUT_CASES = ["unknown dataset", "missing data dir", "empty data dir", "data dir lacks a split",
+                   "way above test classes", "shot + query above samples", "ali_dir image size",
+                   "ali_dir channels", "ali_dir latent size", "ali_dir without checkpoint",
+                   "ali_dir corrupted checkpoint", "output dir not writable", "non-positive ALI steps",
+                   "non-positive FDEN steps", "non-positive batch size", "non-positive episodes per batch"]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT_CASES)
+def test_bad_input_is_one_line_error_exit_2_and_nothing_written(uninterrupted, tmp_path, case):
+  flags, message = _bad_inputs(tmp_path, uninterrupted)[case]
+  out = tmp_path / "run"
+  result = _run(out, *flags)  # a case's own --output_dir comes later and wins
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last, last
+  assert not out.exists(), "nothing may be written for bad input"
+
+
+def test_a_finished_run_of_another_configuration_is_refused_unless_overwrite(uninterrupted, tmp_path):
+  out = tmp_path / "finished"
+  shutil.copytree(uninterrupted, out)
+  before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+  result = _run(out, "--way=3")
+  assert result.returncode == 2 and "different configuration" in result.stderr and "--overwrite" in result.stderr
+  assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
