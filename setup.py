@@ -19,6 +19,8 @@ setup(
         "matplotlib==3.11.2",
         "pillow==13.0.0",
         "scikit-learn==1.9.1",
+        "tensorboard==2.21.0",
+        "tensorflow-serving-api==2.21.0",
     ],
     extras_require={"test": ["pytest==9.2.0"]},
 )

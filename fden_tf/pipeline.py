@@ -22,6 +22,9 @@ from fden_tf import config as config_lib
 from fden_tf import fden as fden_lib
 from fden_tf import fewshot
 from fden_tf import plugin
+from fden_tf import projector
+from fden_tf import runs
+from fden_tf import summaries as summaries_lib
 from fden_tf import train_ali
 from fden_tf import train_fden
 from fden_tf import visualize
@@ -76,32 +79,6 @@ def _network_record(ali_config, image_shape):
           "width": ali_config.width, "image_shape": list(image_shape)}
 
 
-def load_ali_run(ali_dir, image_shape):
-  """ALI trained earlier by this package: rebuilt from `<ali_dir>/config.json`, weights from its checkpoint.
-
-  Checks that it was trained on images of `image_shape` (H, W, C). Returns (ALI, its ALIConfig).
-  """
-  config_path = os.path.join(ali_dir, "config.json")
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(f"--ali_dir {ali_dir} has no config.json; is it an output directory of this tool?")
-  with open(config_path) as f:
-    ali_config = config_lib.Config.from_dict(json.load(f)).ali
-  network_path = os.path.join(ali_dir, "ali", "network.json")
-  if os.path.exists(network_path):
-    with open(network_path) as f:
-      trained_on = tuple(json.load(f)["image_shape"])
-    if trained_on != tuple(image_shape):
-      raise ValueError(f"--ali_dir {ali_dir} holds an ALI for {'x'.join(map(str, trained_on))} images but the "
-                       f"dataset has {'x'.join(map(str, image_shape))}; use an ALI trained on this dataset")
-  model = train_ali.build_ali(ali_config, image_shape)
-  try:
-    train_ali.restore_trained(model, os.path.join(ali_dir, "ali"))
-  except FileNotFoundError:
-    raise FileNotFoundError(f"--ali_dir {ali_dir} holds no ALI checkpoint (train one with --stage=ali)") \
-        from None
-  return model, ali_config
-
-
 def _translation_pairs(split, pairs, seed):
   rng = np.random.default_rng(seed)
   classes = rng.choice(split.num_classes, size=2 * pairs, replace=False)
@@ -142,18 +119,78 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
   episodes.EpisodeSampler(data.train.labels, f.way, f.shot, f.query)
   ali_model = None
   if plugged is None and ali_dir:
-    ali_model, ali_config = load_ali_run(ali_dir, data.train.image_shape)
+    ali_model, ali_config = runs.load_ali(ali_dir, data.train.image_shape)
     config = config.replace(ali=ali_config)  # the run's record names the network it really plugged
     metrics["plugged"] = {"kind": "ali", "ali_dir": os.path.abspath(ali_dir)}
   elif plugged is None:
     ali_model = train_ali.build_ali(config.ali, data.train.image_shape, data.train.images)
-    metrics["plugged"] = {"kind": "ali", "ali_dir": os.path.abspath(output_dir)}
+    metrics["plugged"] = {"kind": "ali"}  # trained here: the run directory holds it
   else:
     metrics["plugged"] = {"kind": plugged.name}
   _check_output_dir(output_dir, config, overwrite)
   _make_output_dir(output_dir)
   write_json(os.path.join(output_dir, "config.json"), config.to_dict())
   guard = (config.max_nonfinite_steps, config.recovery_lr_factor)
+  summaries = summaries_lib.RunSummaries(output_dir)
+  try:
+    return _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, data, test_sampler,
+                               metrics, timings, guard, summaries, show_progress, nonfinite_steps)
+  finally:
+    summaries.close()
+
+
+def _ali_images(ali_model, test_images, seed):
+  """TensorBoard's view of ALI: samples G_x(z) of fixed prior draws, and fixed test images beside
+  G_x(G_z(x))."""
+  z = np.random.default_rng(seed).standard_normal((16, ali_model.latent_dim)).astype(np.float32)
+  x = test_images[:8]
+  return lambda: {"ali/samples": ali_model.decode(z).numpy(),
+                  "ali/reconstructions": visualize.image_pairs(x, ali_model.reconstruct(x).numpy())}
+
+
+def _figures(output_dir, model, z_test, data, config):
+  """Static figures beside TensorBoard: tsne.png (Figure 3: 5 classes x 20 samples) and curves.png."""
+  f_ide, f_sty = train_fden.embed(model, z_test)
+  rng = np.random.default_rng(config.seed)
+  classes = rng.choice(data.test.num_classes, size=min(5, data.test.num_classes), replace=False)
+  per_class = min(20, int(data.test.class_counts()[classes].min()))
+  pick = np.concatenate([rng.choice(np.flatnonzero(data.test.labels == c), per_class, replace=False)
+                         for c in classes])
+  atomic_write(os.path.join(output_dir, "tsne.png"),
+               lambda fh: visualize.save_tsne_figure(fh, f_ide[pick], f_sty[pick], data.test.labels[pick],
+                                                     data.test.class_names, seed=config.seed), mode="wb")
+  logs = {stage: _read_log(os.path.join(output_dir, stage, "train_log.jsonl")) for stage in ("ali", "fden")}
+  atomic_write(os.path.join(output_dir, "curves.png"), lambda fh: visualize.save_curves_figure(fh, logs),
+               mode="wb")
+
+
+def _read_log(path):
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+PROJECTOR_POINTS = 500
+
+
+def write_projector(logdir, model, z, split, seed=0, points=PROJECTOR_POINTS):
+  """Projector embeddings z, f_ide, f_sty of up to `points` held-out samples, with class (and, for
+  glyphs, the ground-truth style values) as metadata and the input images as the sprite."""
+  from fden_tf.data import glyphs  # the style names of the embedded dataset
+  pick = np.sort(np.random.default_rng(seed).choice(len(z), size=min(points, len(z)), replace=False))
+  f_ide, f_sty = train_fden.embed(model, z[pick])
+  columns = {"class": [split.class_names[label] for label in split.labels[pick]],
+             "label": split.labels[pick].tolist()}
+  if split.styles is not None:
+    for k, name in enumerate(glyphs.STYLE_NAMES):
+      columns[name] = [f"{v:.3f}" for v in split.styles[pick, k]]
+  projector.write_projector(logdir, {"z": z[pick], "f_ide": f_ide, "f_sty": f_sty}, columns,
+                            split.images[pick])
+
+
+def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, data, test_sampler, metrics,
+                        timings, guard, summaries, show_progress, nonfinite_steps):
 
   # Phase 1: the plugged network (train ALI, or use the one given).
   t = time.time()
@@ -163,10 +200,12 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
       os.makedirs(ali_workdir, exist_ok=True)
       write_json(os.path.join(ali_workdir, "network.json"),
                  _network_record(config.ali, data.train.image_shape))
+      summaries.image_hooks["ali"] = _ali_images(ali_model, data.test.images, config.seed)
       metrics["ali_train"] = train_ali.train(ali_model, config.ali, data.train.images, ali_workdir,
                                              seed=config.seed, show_progress=show_progress,
                                              log_every=config.log_every, guard=guard,
-                                             nonfinite_steps=nonfinite_steps.get("ali", ()))
+                                             nonfinite_steps=nonfinite_steps.get("ali", ()),
+                                             hooks=summaries)
     plugged = plugin.from_ali(ali_model)
   timings["ali"] = time.time() - t
   if ali_model is not None:
@@ -187,10 +226,14 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
   # Phase 3: FDEN.
   t = time.time()
   model = fden_lib.FDEN.from_config_section(z_train.shape[1], config.fden)
+  images_a, images_b = _translation_pairs(data.test, pairs=4, seed=config.seed)
+  summaries.image_hooks["fden"] = lambda: {"fden/translation": visualize.translation_mosaic(
+      visualize.translation_grid(plugged, model, images_a, images_b))[None]}
   metrics["fden_train"] = train_fden.train(model, config.fden, z_train, data.train.labels,
                                            os.path.join(output_dir, "fden"), seed=config.seed,
                                            show_progress=show_progress, log_every=config.log_every,
-                                           guard=guard, nonfinite_steps=nonfinite_steps.get("fden", ()))
+                                           guard=guard, nonfinite_steps=nonfinite_steps.get("fden", ()),
+                                           hooks=summaries)
   timings["fden"] = time.time() - t
 
   # Phase 4: few-shot evaluation on unseen classes, from f_ide (and baselines on z and f_sty).
@@ -204,11 +247,18 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
       "f_sty": fewshot.evaluate(f_sty, test_sampler, config.fden.eval_episodes, eval_seed)}
   timings["evaluation"] = time.time() - t
 
-  # Phase 5: the translation figure.
-  images_a, images_b = _translation_pairs(data.test, pairs=4, seed=config.seed)
+  # Phase 5: figures, TensorBoard's projector and hparams, and the record.
+  t = time.time()
   grid = visualize.translation_grid(plugged, model, images_a, images_b)
   atomic_write(os.path.join(output_dir, "translation.png"),
                lambda fh: visualize.save_translation_figure(fh, grid), mode="wb")
+  _figures(output_dir, model, z_test, data, config)
+  write_projector(summaries.logdir, model, z_test, data.test, seed=config.seed)
+  summaries.hparams(config.to_dict(), {"fewshot_accuracy": metrics["fewshot"]["accuracy"],
+                                       "fewshot_accuracy_z": metrics["fewshot_baselines"]["z"]["accuracy"],
+                                       "fewshot_accuracy_f_sty":
+                                           metrics["fewshot_baselines"]["f_sty"]["accuracy"]})
+  timings["figures"] = time.time() - t
   metrics["seconds"] = timings
   write_json(os.path.join(output_dir, "metrics.json"), metrics)
   return metrics

@@ -1,6 +1,7 @@
 """A dependency-free progress line with rate and ETA for every long stage.
 
-On a terminal it redraws one line; elsewhere (logs, CI) it prints a line every 10% so logs stay short.
+It redraws one line on a terminal and stays quiet elsewhere (logs, CI, pipes): the run's record is its
+train_log.jsonl and TensorBoard summaries, not a progress bar.
 """
 
 import sys
@@ -17,28 +18,24 @@ def _fmt_time(seconds):
 class Progress:
 
   def __init__(self, total, desc, enabled=True, unit="it", stream=None, initial=0):
-    self.total, self.desc, self.enabled, self.unit = total, desc, enabled and total > 0, unit
     self.stream = stream or sys.stderr
     self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self.total, self.desc, self.unit = total, desc, unit
+    self.enabled = enabled and total > 0 and self.tty
     self.count = initial
     self._start_count = initial
     self._start = time.time()
-    self._next_report = 0.1
+    self._last_draw = 0.0
     self.postfix = ""
 
   def update(self, n=1, postfix=None):
     self.count += n
     if postfix is not None:
       self.postfix = postfix
-    if not self.enabled:
-      return
-    fraction = self.count / self.total
-    if self.tty:
+    now = time.time()
+    if self.enabled and (now - self._last_draw >= 0.1 or self.count >= self.total):  # <= 10 redraws/s
+      self._last_draw = now
       self._write("\r" + self._line(), end="")
-    elif fraction >= self._next_report or self.count >= self.total:
-      self._write(self._line())
-      while self._next_report <= fraction:
-        self._next_report += 0.1
 
   def _line(self):
     elapsed = time.time() - self._start
@@ -53,5 +50,5 @@ class Progress:
     self.stream.flush()
 
   def close(self):
-    if self.enabled and self.tty:
+    if self.enabled:
       self._write("\r" + self._line())

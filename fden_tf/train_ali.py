@@ -107,7 +107,8 @@ def reconstruction_error(ali: ali_lib.ALI, images: np.ndarray, batch_size: int =
 
 
 def train(ali: ali_lib.ALI, ali_config, images: np.ndarray, workdir: str, seed: int = 0,
-          show_progress: bool = True, log_every: int = 100, guard=None, nonfinite_steps=()) -> dict:
+          show_progress: bool = True, log_every: int = 100, guard=None, nonfinite_steps=(),
+          hooks=None) -> dict:
   """Trains ALI for `ali_config.steps` steps, resuming from the newest checkpoint under `workdir`.
 
   Returns the last logging window's mean metrics. Checkpoints: `workdir/checkpoints` (ALI, both optimizers,
@@ -124,7 +125,7 @@ def train(ali: ali_lib.ALI, ali_config, images: np.ndarray, workdir: str, seed: 
                               dict(ali=ali, d_optimizer=d_opt, g_optimizer=g_opt), [d_opt, g_opt],
                               log_every, max_nonfinite, lr_factor)
   step_fn = make_train_step(ali, d_opt, g_opt, images, c, seed)
-  return training_loop.run(stage, step_fn, show_progress, nonfinite_steps)
+  return training_loop.run(stage, step_fn, show_progress, nonfinite_steps, hooks)
 
 
 def restore_trained(ali: ali_lib.ALI, workdir: str) -> str:

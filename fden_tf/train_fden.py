@@ -82,7 +82,7 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
 
 def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.ndarray, workdir: str,
           seed: int = 0, show_progress: bool = True, log_every: int = 100, guard=None,
-          nonfinite_steps=()) -> dict:
+          nonfinite_steps=(), hooks=None) -> dict:
   """Trains FDEN episodically on `latents` [N, Dim] with class `labels` [N], resuming from `workdir`.
 
   Returns the mean of the metrics over the last logging window. guard: (max_nonfinite,
@@ -97,7 +97,7 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
                               dict(fden=model, optimizer=optimizer), [optimizer], log_every, max_nonfinite,
                               lr_factor)
   step_fn = make_train_step(model, optimizer, sampler, latents, c, seed)
-  return training_loop.run(stage, step_fn, show_progress, nonfinite_steps)
+  return training_loop.run(stage, step_fn, show_progress, nonfinite_steps, hooks)
 
 
 def restore_trained(model: fden_lib.FDEN, workdir: str) -> str:

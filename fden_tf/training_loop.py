@@ -55,9 +55,22 @@ def _nonfinite_terms(out):
   return sorted(k for k, v in out.items() if k != "finite" and not math.isfinite(float(v)))
 
 
-def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=()) -> dict:
+class NoHooks:
+  """What `run` calls as it goes (summaries.RunSummaries implements these)."""
+
+  def on_log(self, stage_name, step, metrics):
+    pass
+
+  def on_skip(self, stage_name, step, terms, skipped_total):
+    pass
+
+  def on_checkpoint(self, stage_name, step):
+    pass
+
+
+def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=(), hooks=None) -> dict:
   """Runs `stage` to `stage.steps`, resuming from its newest checkpoint. Returns the last window's means
-  plus `skipped_steps` and `recoveries`.
+  plus `skipped_steps` and `recoveries`; `hooks` (see NoHooks) hear of logs, skips and checkpoints.
 
   nonfinite_steps: fault injection for tests; each listed step gets a NaN added to its loss the first
   time it runs.
@@ -79,11 +92,12 @@ def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=()) -> dict:
   if start >= stage.steps:  # finished earlier: never redone
     return dict(_last_logged(log_path), resumed=True)
 
+  hooks = hooks or NoHooks()
   pending_poison = set(nonfinite_steps)
   bar = progress_lib.Progress(stage.steps, f"{stage.name} training", enabled=show_progress, unit="step",
                               initial=start)
   window, metrics, bad_run = [], {}, []
-  t0 = time.time()
+  t0 = window_start = time.time()
   step = start
   while step < stage.steps:
     poison = math.nan if step in pending_poison else 0.0
@@ -94,6 +108,7 @@ def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=()) -> dict:
       bad_run.append((step, _nonfinite_terms(out)))
       _append_log(log_path, {"event": "nonfinite_step_skipped", "step": step + 1,
                              "terms": bad_run[-1][1]})
+      hooks.on_skip(stage.name, step + 1, bad_run[-1][1], int(skipped_var.numpy()))
       if len(bad_run) >= stage.max_nonfinite:
         step = _recover(stage, ckpt, manager, bad_run)
         bad_run = []
@@ -107,11 +122,15 @@ def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=()) -> dict:
     bar.update(1)
     if step % stage.log_every == 0 or step == stage.steps:
       metrics = _summarise(window, step, time.time() - t0, int(skipped_var.numpy()))
-      window = []
+      metrics["steps_per_second"] = len(window) / max(time.time() - window_start, 1e-9)
+      metrics["learning_rate"] = float(stage.optimizers[0].learning_rate.numpy())
+      window, window_start = [], time.time()
       _append_log(log_path, metrics)
+      hooks.on_log(stage.name, step, metrics)
       bar.postfix = " ".join(f"{k}={v:.3f}" for k, v in list(metrics.items())[:4])
     if step % stage.checkpoint_every == 0 or step == stage.steps:
       manager.save(checkpoint_number=step)
+      hooks.on_checkpoint(stage.name, step)
   bar.close()
   metrics.update(skipped_steps=int(skipped_var.numpy()), recoveries=int(recoveries_var.numpy()))
   return metrics

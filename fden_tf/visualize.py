@@ -66,3 +66,81 @@ def save_translation_figure(path, grid, weights=MIX_WEIGHTS):
                y=1 - 0.05 / height)
   fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
   plt.close(fig)
+
+
+def translation_mosaic(grid):
+  """The same layout as `save_translation_figure` as one image [H', W', C] (for TensorBoard), blank cells
+  white-free black, one block of 3 rows per pair."""
+  a = grid["a"]
+  pairs, h, w, c = a.shape
+  n = grid["grid"].shape[1]
+  cols = n + 4
+  canvas = np.zeros((pairs * n * h, cols * w, c), np.float32)
+
+  def put(row, col, image):
+    canvas[row * h:(row + 1) * h, col * w:(col + 1) * w] = image
+
+  for p in range(pairs):
+    top = p * n
+    put(top, 0, a[p])
+    put(top, 1, grid["rec_a"][p])
+    put(top + n - 1, cols - 2, grid["rec_b"][p])
+    put(top + n - 1, cols - 1, grid["b"][p])
+    for i in range(n):
+      for j in range(n):
+        put(top + i, 2 + j, grid["grid"][p, i, j])
+  return canvas
+
+
+def image_pairs(images, reconstructions):
+  """[N, H, W, C] twice -> [N, H, 2W, C]: each image beside its reconstruction."""
+  return np.concatenate([np.asarray(images), np.asarray(reconstructions)], axis=2)
+
+
+def save_tsne_figure(path, f_ide, f_sty, labels, class_names=None, seed=0):
+  """The paper's Figure 3: t-SNE (scikit-learn) of f_ide and of f_sty side by side, coloured by class."""
+  from sklearn.manifold import TSNE
+  fig, axes = plt.subplots(1, 2, figsize=(9, 4.3))
+  perplexity = max(2.0, min(15.0, (len(labels) - 1) / 3))
+  for ax, data, title in [(axes[0], f_ide, "(a) identity factors f_ide"), (axes[1], f_sty, "(b) style factors f_sty")]:
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(data)
+    for k, c in enumerate(np.unique(labels)):
+      pick = labels == c
+      name = class_names[c] if class_names is not None else str(c)
+      ax.scatter(xy[pick, 0], xy[pick, 1], s=14, color=plt.cm.tab10(k % 10), label=name)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[1].legend(fontsize=7, loc="best")
+  fig.suptitle(f"t-SNE of held-out samples: {len(np.unique(labels))} classes x "
+               f"{len(labels) // len(np.unique(labels))} samples", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, format="png", dpi=100)
+  plt.close(fig)
+
+
+CURVE_PANELS = {
+    "ali": [("d_loss", "g_loss"), ("reconstruction",), ("d_real", "d_fake")],
+    "fden": [("l_r", "l_c", "l_m"), ("accuracy",), ("grad_norm_u", "grad_norm_m")],
+}
+
+
+def save_curves_figure(path, logs):
+  """Loss terms and accuracy over steps. logs: {"ali": [records], "fden": [records]} from train_log.jsonl."""
+  stages = [s for s in ("ali", "fden") if logs.get(s)]
+  fig, axes = plt.subplots(max(1, len(stages)), 3, figsize=(12, 3.2 * max(1, len(stages))), squeeze=False)
+  for row, stage in enumerate(stages):
+    records = [r for r in logs[stage] if "event" not in r]
+    steps = [r["step"] for r in records]
+    for col, keys in enumerate(CURVE_PANELS[stage]):
+      ax = axes[row, col]
+      for key in keys:
+        ax.plot(steps, [r.get(key, np.nan) for r in records], label=key)
+      ax.set_title(f"{stage.upper()}: {', '.join(keys)}", fontsize=9)
+      ax.set_xlabel("step", fontsize=8)
+      ax.legend(fontsize=7)
+      if stage == "ali" and col == 0:
+        ax.set_yscale("symlog")
+  fig.tight_layout()
+  fig.savefig(path, format="png", dpi=100)
+  plt.close(fig)

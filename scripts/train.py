@@ -49,6 +49,7 @@ flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow's op determinism
 flags.DEFINE_boolean("progress", True, "Show progress lines with ETA (--noprogress to silence).")
 flags.DEFINE_boolean("overwrite", False, "Allow an --output_dir holding a run of another configuration.")
 
+SIZE_TO_ARCHITECTURE = {32: "svhn", 64: "celeba"}
 POSITIVE = ("ali_steps", "fden_steps", "batch_size", "episodes_per_batch", "way", "shot", "query",
             "eval_episodes", "latent_dim", "checkpoint_every", "max_nonfinite_steps", "image_size", "channels")
 
@@ -72,6 +73,8 @@ def build_config():
                                                                        channels="channels"))
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight", checkpoint_every="checkpoint_every")
+  if FLAGS.image_size in SIZE_TO_ARCHITECTURE:  # the paper's choice of ALI model for the image size
+    ali["architecture"] = SIZE_TO_ARCHITECTURE[FLAGS.image_size]
   fden = _given(way="way", shot="shot", query="query", steps="fden_steps", eval_episodes="eval_episodes",
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every")
   top = _given(max_nonfinite_steps="max_nonfinite_steps")
@@ -83,12 +86,16 @@ def build_config():
 
 def main(argv):
   del argv
+  try:
+    config = build_config()  # before importing TensorFlow: a bad flag fails in a second
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   from fden_tf import fewshot
   from fden_tf import pipeline
   from fden_tf import plugin
   from fden_tf import training_loop
   try:
-    config = build_config()
     plugged = None
     if FLAGS.encoder or FLAGS.decoder:
       if not (FLAGS.encoder and FLAGS.decoder):

@@ -1,0 +1,114 @@
+"""A run's output directory read back: its configuration, its frozen network and its trained FDEN.
+
+Every later stage (evaluation, export, the projector) starts from here, so a run directory is all that
+needs to be kept.
+"""
+
+import dataclasses
+import json
+import os
+
+import tensorflow as tf
+
+from fden_tf import ali as ali_lib
+from fden_tf import config as config_lib
+from fden_tf import fden as fden_lib
+from fden_tf import plugin
+from fden_tf import train_ali
+from fden_tf import train_fden
+
+
+@dataclasses.dataclass
+class Run:
+  config: config_lib.Config
+  plugged: object  # plugin.FrozenAutoencoder
+  fden: fden_lib.FDEN
+  ali: object = None  # ali.ALI when the plugged network is ALI
+  image_shape: tuple = None
+
+
+def load_config(run_dir: str) -> config_lib.Config:
+  """`<run_dir>/config.json` as a Config. Keys this version no longer knows are dropped and missing ones
+  take their defaults, so runs written by older versions stay readable."""
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{run_dir} has no config.json; is it an output directory of scripts/train.py?")
+  with open(path) as f:
+    saved = json.load(f)
+  known = lambda cls, d: {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+  sections = {"data": config_lib.DataConfig, "ali": config_lib.ALIConfig, "fden": config_lib.FDENConfig}
+  top = known(config_lib.Config, {k: v for k, v in saved.items() if k not in sections})
+  return config_lib.Config(**{name: cls(**known(cls, saved.get(name, {}))) for name, cls in sections.items()},
+                           **top)
+
+
+def ali_image_shape(ali_run_dir: str) -> tuple:
+  """(H, W, C) of the images the ALI under `ali_run_dir` was trained on: from `ali/network.json`, or for
+  older runs from the generator's per-pixel bias [H, W, C], ALI's only rank-3 variable."""
+  record = os.path.join(ali_run_dir, "ali", "network.json")
+  if os.path.exists(record):
+    with open(record) as f:
+      return tuple(json.load(f)["image_shape"])
+  latest = tf.train.latest_checkpoint(os.path.join(ali_run_dir, "ali", "checkpoints"))
+  if latest is None:
+    raise FileNotFoundError(f"{ali_run_dir} holds no ALI checkpoint (train one with --stage=ali)")
+  shapes = [s for k, s in tf.train.load_checkpoint(latest).get_variable_to_shape_map().items()
+            if k.startswith("ali/") and len(s) == 3]
+  if len(shapes) != 1:
+    raise ValueError(f"cannot tell the image shape of the ALI checkpoint {latest}")
+  return tuple(int(d) for d in shapes[0])
+
+
+def load_ali(ali_run_dir: str, image_shape=None):
+  """ALI trained by this package under `ali_run_dir`, rebuilt from its config and restored; checks that it
+  fits images of `image_shape` when given. Returns (ALI, its ALIConfig)."""
+  ali_config = load_config(ali_run_dir).ali
+  trained_on = ali_image_shape(ali_run_dir)
+  if image_shape is not None and tuple(trained_on) != tuple(image_shape):
+    raise ValueError(f"--ali_dir {ali_run_dir} holds an ALI for {'x'.join(map(str, trained_on))} images but "
+                     f"the dataset has {'x'.join(map(str, image_shape))}; use an ALI trained on this dataset")
+  model = train_ali.build_ali(ali_config, trained_on)
+  try:
+    train_ali.restore_trained(model, os.path.join(ali_run_dir, "ali"))
+  except FileNotFoundError:
+    raise FileNotFoundError(f"--ali_dir {ali_run_dir} holds no ALI checkpoint (train one with --stage=ali)") \
+        from None
+  return model, ali_config
+
+
+def plugged_ali_dir(run_dir: str) -> str:
+  """Where a run's ALI lives: the `--ali_dir` its metrics.json records, else the run itself."""
+  path = os.path.join(run_dir, "metrics.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      plugged = json.load(f).get("plugged") or {}
+    if plugged.get("kind") not in (None, "ali"):
+      raise ValueError(f"{run_dir} plugged your own network ({plugged['kind']}); pass it as `plugged=`")
+    if plugged.get("ali_dir"):
+      return plugged["ali_dir"]
+  return run_dir
+
+
+def load_run(run_dir: str, plugged=None) -> Run:
+  """A finished run: its Config, frozen network (ALI unless `plugged` is given) and trained FDEN."""
+  config = load_config(run_dir)
+  if not os.path.isdir(os.path.join(run_dir, "fden", "checkpoints")):
+    raise ValueError(f"{run_dir} has no fden/checkpoints: FDEN was not trained there (a --stage=ali run?)")
+  ali_model, image_shape = None, None
+  if plugged is None:
+    source = plugged_ali_dir(run_dir)
+    ali_model, _ = load_ali(source)
+    image_shape = ali_model.image_shape
+    plugged = plugin.from_ali(ali_model)
+  model = fden_lib.FDEN.from_config_section(config.ali.latent_dim if ali_model is not None else
+                                            _fden_dim(run_dir), config.fden)
+  train_fden.restore_trained(model, os.path.join(run_dir, "fden"))
+  return Run(config, plugged, model, ali_model, image_shape)
+
+
+def _fden_dim(run_dir):
+  """FDEN's Dim from its checkpoint (the first Dense kernel of D_dec is [Dim, hidden])."""
+  latest = tf.train.latest_checkpoint(os.path.join(run_dir, "fden", "checkpoints"))
+  shapes = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
+  first = shapes["fden/variables_in_order/0/.ATTRIBUTES/VARIABLE_VALUE"]
+  return int(first[0])
