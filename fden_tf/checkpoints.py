@@ -6,6 +6,8 @@ ordered variable list instead (as Keras's own weight files do): the order is fix
 and a restore checks every count and shape.
 """
 
+import os
+
 import tensorflow as tf
 
 
@@ -39,3 +41,13 @@ def restore(ckpt: tf.train.Checkpoint, path: str, partial: bool = False):
     raise ValueError(f"checkpoint {path} cannot be read or does not fit this model: "
                      f"{str(e).splitlines()[0]}") from None
   return status
+
+
+def restore_latest_weights(workdir: str, what: str, **objects) -> str:
+  """Restores only `objects` (e.g. the model, not its optimizer) from the newest checkpoint under
+  `<workdir>/checkpoints`; `what` names it in the error. Returns the checkpoint path."""
+  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  if latest is None:
+    raise FileNotFoundError(f"no {what} checkpoint under {os.path.join(workdir, 'checkpoints')}")
+  restore(checkpoint(**objects), latest, partial=True)
+  return latest

@@ -80,6 +80,10 @@ class Config:
   max_nonfinite_steps: int = 10
   recovery_lr_factor: float = 0.5
   deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
+  # Effort of the disentanglement metrics at the end of training (fden_tf/metrics).
+  metrics_samples: int = 2000
+  metrics_mine_steps: int = 600
+  metrics_translation_pairs: int = 500
 
   def replace(self, **sections) -> "Config":
     """Returns a copy with fields replaced: `config.replace(fden={"way": 20}, seed=3)`."""
@@ -128,7 +132,7 @@ def smoke() -> Config:
                               reconstruction_weight=1.0, checkpoint_every=1000),
                 fden=FDENConfig(hidden_scale=0.25, steps=300, learning_rate=1e-3, eval_episodes=200,
                                 episodes_per_batch=8, init_stddev=0.05, dropout=0.0),
-                log_every=50)
+                log_every=50, metrics_samples=200, metrics_mine_steps=50, metrics_translation_pairs=50)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke}

@@ -20,7 +20,9 @@ from absl import logging
 
 from fden_tf import config as config_lib
 from fden_tf import fden as fden_lib
+from fden_tf import metrics as metrics_lib
 from fden_tf import fewshot
+from fden_tf import files
 from fden_tf import plugin
 from fden_tf import projector
 from fden_tf import runs
@@ -32,24 +34,6 @@ from fden_tf.data import datasets
 from fden_tf.data import episodes
 
 STAGES = ("all", "ali", "fden")
-
-
-def atomic_write(path, write_fn, mode="w"):
-  """Writes via a temporary file in the same folder, then renames: readers never see half a file."""
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
-  try:
-    with os.fdopen(fd, mode) as f:
-      write_fn(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def write_json(path, obj):
-  atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
 def _check_output_dir(output_dir, config, overwrite):
@@ -129,7 +113,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     metrics["plugged"] = {"kind": plugged.name}
   _check_output_dir(output_dir, config, overwrite)
   _make_output_dir(output_dir)
-  write_json(os.path.join(output_dir, "config.json"), config.to_dict())
+  files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
   guard = (config.max_nonfinite_steps, config.recovery_lr_factor)
   summaries = summaries_lib.RunSummaries(output_dir)
   try:
@@ -156,11 +140,11 @@ def _figures(output_dir, model, z_test, data, config):
   per_class = min(20, int(data.test.class_counts()[classes].min()))
   pick = np.concatenate([rng.choice(np.flatnonzero(data.test.labels == c), per_class, replace=False)
                          for c in classes])
-  atomic_write(os.path.join(output_dir, "tsne.png"),
+  files.atomic_write(os.path.join(output_dir, "tsne.png"),
                lambda fh: visualize.save_tsne_figure(fh, f_ide[pick], f_sty[pick], data.test.labels[pick],
                                                      data.test.class_names, seed=config.seed), mode="wb")
   logs = {stage: _read_log(os.path.join(output_dir, stage, "train_log.jsonl")) for stage in ("ali", "fden")}
-  atomic_write(os.path.join(output_dir, "curves.png"), lambda fh: visualize.save_curves_figure(fh, logs),
+  files.atomic_write(os.path.join(output_dir, "curves.png"), lambda fh: visualize.save_curves_figure(fh, logs),
                mode="wb")
 
 
@@ -198,7 +182,7 @@ def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, 
     if not ali_dir:
       ali_workdir = os.path.join(output_dir, "ali")
       os.makedirs(ali_workdir, exist_ok=True)
-      write_json(os.path.join(ali_workdir, "network.json"),
+      files.write_json(os.path.join(ali_workdir, "network.json"),
                  _network_record(config.ali, data.train.image_shape))
       summaries.image_hooks["ali"] = _ali_images(ali_model, data.test.images, config.seed)
       metrics["ali_train"] = train_ali.train(ali_model, config.ali, data.train.images, ali_workdir,
@@ -212,7 +196,7 @@ def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, 
     metrics["ali"] = {"reconstruction_mse": train_ali.reconstruction_error(ali_model, data.test.images)}
   if stage == "ali":
     metrics["seconds"] = timings
-    write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
     return metrics
 
   # Phase 2: the latent cache (the plugged network is frozen: encode every image once).
@@ -250,7 +234,7 @@ def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, 
   # Phase 5: figures, TensorBoard's projector and hparams, and the record.
   t = time.time()
   grid = visualize.translation_grid(plugged, model, images_a, images_b)
-  atomic_write(os.path.join(output_dir, "translation.png"),
+  files.atomic_write(os.path.join(output_dir, "translation.png"),
                lambda fh: visualize.save_translation_figure(fh, grid), mode="wb")
   _figures(output_dir, model, z_test, data, config)
   write_projector(summaries.logdir, model, z_test, data.test, seed=config.seed)
@@ -259,6 +243,15 @@ def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, 
                                        "fewshot_accuracy_f_sty":
                                            metrics["fewshot_baselines"]["f_sty"]["accuracy"]})
   timings["figures"] = time.time() - t
+
+  # Phase 6: disentanglement measured, not just shown: <output_dir>/disentanglement.json.
+  t = time.time()
+  disentanglement = metrics_lib.evaluate_models(
+      plugged, model, data, config, samples=config.metrics_samples, mi_samples=2 * config.metrics_samples,
+      mine_steps=config.metrics_mine_steps, translation_pairs=config.metrics_translation_pairs,
+      latents={"train": z_train, "test": z_test})
+  metrics_lib.write_results(output_dir, disentanglement)
+  timings["disentanglement"] = time.time() - t
   metrics["seconds"] = timings
-  write_json(os.path.join(output_dir, "metrics.json"), metrics)
+  files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
   return metrics

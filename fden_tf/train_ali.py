@@ -130,8 +130,4 @@ def train(ali: ali_lib.ALI, ali_config, images: np.ndarray, workdir: str, seed: 
 
 def restore_trained(ali: ali_lib.ALI, workdir: str) -> str:
   """Loads ALI's weights (not its optimizers) from the newest checkpoint under `workdir`."""
-  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-  if latest is None:
-    raise FileNotFoundError(f"no ALI checkpoint under {os.path.join(workdir, 'checkpoints')}")
-  checkpoints.restore(checkpoints.checkpoint(ali=ali), latest, partial=True)
-  return latest
+  return checkpoints.restore_latest_weights(workdir, "ALI", ali=ali)

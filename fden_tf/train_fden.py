@@ -101,11 +101,8 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
 
 
 def restore_trained(model: fden_lib.FDEN, workdir: str) -> str:
-  latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-  if latest is None:
-    raise FileNotFoundError(f"no FDEN checkpoint under {os.path.join(workdir, 'checkpoints')}")
-  checkpoints.restore(checkpoints.checkpoint(fden=model), latest, partial=True)
-  return latest
+  """Loads FDEN's weights (not its optimizer) from the newest checkpoint under `workdir`."""
+  return checkpoints.restore_latest_weights(workdir, "FDEN", fden=model)
 
 
 def embed(model: fden_lib.FDEN, latents: np.ndarray, batch_size: int = 2000):

@@ -1,0 +1,132 @@
+"""Metrics against the ground truth only `glyphs` knows: every sample's true style vector and identity.
+
+* style R^2: a ridge regression from a representation to the 6 true style factors, fitted on samples of the
+  training classes and scored on the unseen test classes. From f_sty it should be high, from f_ide low.
+* identity probe: a linear (multinomial logistic) probe's accuracy at naming the class of unseen-class
+  samples, fitted on half of each class's samples and scored on the other half. From f_sty it should be
+  near chance (1 / classes), from f_ide high.
+* translation fidelity: for pairs (A, B) of different classes, the decoded translation
+  G(E(f_ide^A, f_sty^B)) against the truth `glyphs.render(identity_A, style_B)`, as pixel MSE and SSIM,
+  each put on a 0..1 scale between "no translation" (G(z_A), the reconstruction of A: 0) and the ceiling
+  (G(encode(truth)), the plugged network's own reconstruction of the true target: 1).
+
+Linear probes give lower bounds: information a probe misses may still be there in non-linear form.
+"""
+
+import numpy as np
+import tensorflow as tf
+from sklearn import linear_model
+from sklearn import metrics as sk_metrics
+from sklearn import preprocessing
+
+from fden_tf import plugin
+from fden_tf.data import glyphs
+from fden_tf.metrics import fidelity
+
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+
+
+def style_r2(train_features: np.ndarray, train_styles: np.ndarray, test_features: np.ndarray,
+             test_styles: np.ndarray, names=glyphs.STYLE_NAMES) -> dict:
+  """R^2 of a ridge regression predicting styles [N, S] from features [N, D] (standardised).
+
+  The ridge penalty is chosen by leave-one-out cross-validation on the training samples only. Returns
+  {"mean": R^2 averaged over the S factors, "per_factor": {name: R^2}}; R^2 is 1 for exact prediction, 0
+  for predicting the mean, negative for worse.
+  """
+  scaler = preprocessing.StandardScaler().fit(train_features)
+  ridge = linear_model.RidgeCV(alphas=RIDGE_ALPHAS).fit(scaler.transform(train_features), train_styles)
+  predicted = ridge.predict(scaler.transform(test_features))
+  per_factor = sk_metrics.r2_score(test_styles, predicted, multioutput="raw_values")
+  return {"mean": float(per_factor.mean()),
+          "per_factor": {name: float(r2) for name, r2 in zip(names, per_factor)}}
+
+
+def half_split_per_class(labels: np.ndarray, seed: int) -> tuple:
+  """Indices (fit, score) splitting every class's samples of labels [N] in half at random (>= 1 each)."""
+  rng = np.random.default_rng(seed)
+  fit, score = [], []
+  for c in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == c))
+    half = max(1, len(members) // 2)
+    fit.append(members[:half])
+    score.append(members[half:])
+  return np.concatenate(fit), np.concatenate(score)
+
+
+def identity_probe(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
+  """Held-out accuracy of a multinomial logistic regression naming the class of features [N, D].
+
+  Fitted on half of each class's samples, scored on the other half; chance is 1 / number of classes.
+  """
+  fit, score = half_split_per_class(labels, seed)
+  scaler = preprocessing.StandardScaler().fit(features[fit])
+  probe = linear_model.LogisticRegression(max_iter=200).fit(scaler.transform(features[fit]), labels[fit])
+  return float(probe.score(scaler.transform(features[score]), labels[score]))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Per-image SSIM (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5) of images [N, H, W, C] in [0, 1]
+  (clipped first) -> float64 [N]; 1 for identical images. H and W must be >= 11."""
+  clip = lambda x: tf.clip_by_value(tf.convert_to_tensor(x, tf.float32), 0.0, 1.0)
+  return tf.image.ssim(clip(a), clip(b), max_val=1.0).numpy().astype(np.float64)
+
+
+def normalised_score(value: float, none: float, ceiling: float):
+  """(value - none) / (ceiling - none): 0 at "no translation", 1 at the ceiling, above 1 past it.
+
+  Works for errors (lower is better) and similarities alike. None when the two references coincide.
+  """
+  span = ceiling - none
+  return None if abs(span) < 1e-12 else float((value - none) / span)
+
+
+def translation_scores(translated: np.ndarray, no_translation: np.ndarray, ceiling: np.ndarray,
+                       target: np.ndarray, wrong_identity=None) -> dict:
+  """Pixel MSE and SSIM of each candidate against the true target, all [P, H, W, C], and the 0..1 scores.
+
+  Returns {"mse": {...}, "ssim": {...}}, each with the mean over pairs of "translated", "no_translation",
+  "ceiling" (and "wrong_identity", e.g. the reconstruction of B: right style, wrong character, if given)
+  and "score" = normalised_score(translated, no_translation, ceiling) computed on those means.
+  """
+  candidates = {"translated": translated, "no_translation": no_translation, "ceiling": ceiling}
+  if wrong_identity is not None:
+    candidates["wrong_identity"] = wrong_identity
+  target = np.asarray(target, np.float64)
+  out = {}
+  for metric, fn in (("mse", lambda x: np.mean(np.square(np.asarray(x, np.float64) - target), (1, 2, 3))),
+                     ("ssim", lambda x: ssim(x, target))):
+    values = {name: float(np.mean(fn(images))) for name, images in candidates.items()}
+    values["score"] = normalised_score(values["translated"], values["no_translation"], values["ceiling"])
+    out[metric] = values
+  return out
+
+
+def translation_pairs(labels: np.ndarray, pairs: int, seed: int) -> tuple:
+  """Index arrays (a, b) [pairs] into a split with labels [N]: random samples, label[a] != label[b]."""
+  rng = np.random.default_rng(seed)
+  a = rng.integers(len(labels), size=pairs)
+  b = rng.integers(len(labels), size=pairs)
+  while np.any(same := labels[a] == labels[b]):
+    b[same] = rng.integers(len(labels), size=int(same.sum()))
+  return a, b
+
+
+def translation_fidelity(plugged, model, split, z: np.ndarray, pairs: int, seed: int) -> dict:
+  """Translation fidelity on `pairs` pairs of a glyphs split whose codes are z [N, Dim]."""
+  a, b = translation_pairs(split.labels, pairs, seed)
+  f_ide_a, _ = model.disentangle(tf.convert_to_tensor(z[a]))
+  _, f_sty_b = model.disentangle(tf.convert_to_tensor(z[b]))
+  target = glyphs.render(split.identities[split.labels[a]], split.styles[b], split.images.shape[1])
+  target = target.astype(np.float32)
+  scores = translation_scores(
+      translated=fidelity.decode_all(plugged, model.entangle(f_ide_a, f_sty_b).numpy()),
+      no_translation=fidelity.decode_all(plugged, z[a]),
+      ceiling=fidelity.decode_all(plugged, plugin.encode_all(plugged, target)),
+      target=target, wrong_identity=fidelity.decode_all(plugged, z[b]))
+  return {"pairs": int(pairs), **scores}
+
+
+def has_ground_truth(split) -> bool:
+  """True when a split carries per-sample true styles and per-class identities `glyphs.render` can draw."""
+  return split.styles is not None and split.identities is not None
