@@ -11,6 +11,7 @@ A function receives only the part it needs (`config.ali`, `config.fden`, ...). P
 
 import dataclasses
 import json
+import os
 from typing import Optional
 
 
@@ -134,6 +135,23 @@ def smoke() -> Config:
                                 episodes_per_batch=8, init_stddev=0.05, dropout=0.0),
                 log_every=50, metrics_samples=200, metrics_mine_steps=50, metrics_translation_pairs=50)
 
+
+def load(run_dir: str) -> Config:
+  """`<run_dir>/config.json` as a Config. Keys this version no longer knows are dropped and missing ones
+  take their defaults, so runs written by older versions stay readable."""
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{run_dir} has no config.json; is it an output directory of scripts/train.py?")
+  with open(path) as f:
+    saved = json.load(f)
+  known = lambda cls, d: {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+  sections = {"data": DataConfig, "ali": ALIConfig, "fden": FDENConfig}
+  top = known(Config, {k: v for k, v in saved.items() if k not in sections})
+  return Config(**{name: cls(**known(cls, saved.get(name, {}))) for name, cls in sections.items()}, **top)
+
+
+# Image size each ALI architecture takes (fden_tf/ali.py's ARCHITECTURES; a test keeps the two in step).
+ARCHITECTURE_IMAGE_SIZE = {"svhn": 32, "celeba": 64}
 
 PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke}
 

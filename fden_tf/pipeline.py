@@ -19,33 +19,21 @@ import tensorflow as tf
 from absl import logging
 
 from fden_tf import config as config_lib
+from fden_tf import export as export_lib
 from fden_tf import fden as fden_lib
 from fden_tf import metrics as metrics_lib
 from fden_tf import fewshot
 from fden_tf import files
 from fden_tf import plugin
+from fden_tf import preflight
+from fden_tf import progress as progress_lib
 from fden_tf import projector
 from fden_tf import runs
 from fden_tf import summaries as summaries_lib
 from fden_tf import train_ali
 from fden_tf import train_fden
 from fden_tf import visualize
-from fden_tf.data import datasets
 from fden_tf.data import episodes
-
-STAGES = ("all", "ali", "fden")
-
-
-def _check_output_dir(output_dir, config, overwrite):
-  """Refuses to mix two configurations in one output directory (resuming needs the same one). Read-only."""
-  path = os.path.join(output_dir, "config.json")
-  if os.path.exists(path) and not overwrite:
-    with open(path) as f:
-      previous = json.load(f)
-    if previous != json.loads(config.to_json()):
-      raise ValueError(f"--output_dir {output_dir} holds a run of a different configuration; pass a new "
-                       "--output_dir, or --overwrite to replace it")
-
 
 def _make_output_dir(output_dir):
   """Creates `output_dir` and proves it writable, with a one-line error if not."""
@@ -73,52 +61,43 @@ def _translation_pairs(split, pairs, seed):
 
 
 def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = "all", ali_dir=None,
-                       plugged=None, overwrite=False, show_progress=True, nonfinite_steps=None) -> dict:
+                       plugged=None, overwrite=False, show_progress=True, nonfinite_steps=None,
+                       export=True, data=None) -> dict:
   """Runs `stage` ("all", "ali" or "fden") and returns the metrics written to metrics.json.
 
   plugged: a frozen encoder/decoder (`plugin.FrozenAutoencoder`) to disentangle instead of ALI; with it,
   or with `ali_dir` (an earlier run's output directory), no ALI is trained. Every input is checked before
   anything is written. nonfinite_steps: {"ali": [...], "fden": [...]} steps whose loss is made NaN, to
-  test the divergence guard.
+  test the divergence guard. export: end by exporting the SavedModel (ALI runs only). data: the dataset,
+  when the caller has loaded it already (scripts/train.py does, in its TensorFlow-free preflight).
   """
   # Phase 0: check every input before writing anything.
-  if stage not in STAGES:
-    raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
-  if stage == "ali" and (plugged is not None or ali_dir):
-    raise ValueError("--stage=ali trains ALI; it takes neither --ali_dir nor a plugged network")
-  if stage == "fden" and plugged is None and not ali_dir:
-    raise ValueError("--stage=fden needs a trained network: pass --ali_dir (or --encoder/--decoder)")
+  config, data = preflight.check(config, output_dir, stage, ali_dir, plugged is not None, overwrite, data)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
   nonfinite_steps = nonfinite_steps or {}
   timings, metrics = {}, {"stage": stage}
-  t = time.time()
-  data = datasets.load(config.data)
-  timings["data"] = time.time() - t
   logging.info("dataset %s: %d train classes (%d images), %d test classes (%d images)", data.name,
                data.train.num_classes, len(data.train.images), data.test.num_classes, len(data.test.images))
   f = config.fden
-  test_sampler = episodes.EpisodeSampler(data.test.labels, f.way, f.shot, f.query)
-  episodes.EpisodeSampler(data.train.labels, f.way, f.shot, f.query)
+  test_sampler = episodes.EpisodeSampler(data.test.labels, f.way, f.shot, f.query, "the test split")
   ali_model = None
   if plugged is None and ali_dir:
-    ali_model, ali_config = runs.load_ali(ali_dir, data.train.image_shape)
-    config = config.replace(ali=ali_config)  # the run's record names the network it really plugged
+    ali_model, _ = runs.load_ali(ali_dir, data.train.image_shape)  # a corrupted checkpoint fails here
     metrics["plugged"] = {"kind": "ali", "ali_dir": os.path.abspath(ali_dir)}
   elif plugged is None:
     ali_model = train_ali.build_ali(config.ali, data.train.image_shape, data.train.images)
     metrics["plugged"] = {"kind": "ali"}  # trained here: the run directory holds it
   else:
     metrics["plugged"] = {"kind": plugged.name}
-  _check_output_dir(output_dir, config, overwrite)
   _make_output_dir(output_dir)
   files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
   guard = (config.max_nonfinite_steps, config.recovery_lr_factor)
   summaries = summaries_lib.RunSummaries(output_dir)
   try:
     return _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, data, test_sampler,
-                               metrics, timings, guard, summaries, show_progress, nonfinite_steps)
+                               metrics, timings, guard, summaries, show_progress, nonfinite_steps, export)
   finally:
     summaries.close()
 
@@ -141,11 +120,11 @@ def _figures(output_dir, model, z_test, data, config):
   pick = np.concatenate([rng.choice(np.flatnonzero(data.test.labels == c), per_class, replace=False)
                          for c in classes])
   files.atomic_write(os.path.join(output_dir, "tsne.png"),
-               lambda fh: visualize.save_tsne_figure(fh, f_ide[pick], f_sty[pick], data.test.labels[pick],
-                                                     data.test.class_names, seed=config.seed), mode="wb")
+                     lambda fh: visualize.save_tsne_figure(fh, f_ide[pick], f_sty[pick], data.test.labels[pick],
+                                                           data.test.class_names, seed=config.seed), mode="wb")
   logs = {stage: _read_log(os.path.join(output_dir, stage, "train_log.jsonl")) for stage in ("ali", "fden")}
-  files.atomic_write(os.path.join(output_dir, "curves.png"), lambda fh: visualize.save_curves_figure(fh, logs),
-               mode="wb")
+  files.atomic_write(os.path.join(output_dir, "curves.png"),
+                     lambda fh: visualize.save_curves_figure(fh, logs), mode="wb")
 
 
 def _read_log(path):
@@ -174,7 +153,7 @@ def write_projector(logdir, model, z, split, seed=0, points=PROJECTOR_POINTS):
 
 
 def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, data, test_sampler, metrics,
-                        timings, guard, summaries, show_progress, nonfinite_steps):
+                        timings, guard, summaries, show_progress, nonfinite_steps, export):
 
   # Phase 1: the plugged network (train ALI, or use the one given).
   t = time.time()
@@ -221,6 +200,8 @@ def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, 
   timings["fden"] = time.time() - t
 
   # Phase 4: few-shot evaluation on unseen classes, from f_ide (and baselines on z and f_sty).
+  bar = progress_lib.Progress(4, "evaluation", enabled=show_progress, unit="phase")
+  bar.postfix = "few-shot episodes"
   t = time.time()
   f_ide, f_sty = train_fden.embed(model, z_test)
   eval_seed = config.seed + 1_000_003  # episodes independent of training's seeds
@@ -230,12 +211,13 @@ def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, 
       "z": fewshot.evaluate(z_test, test_sampler, config.fden.eval_episodes, eval_seed),
       "f_sty": fewshot.evaluate(f_sty, test_sampler, config.fden.eval_episodes, eval_seed)}
   timings["evaluation"] = time.time() - t
+  bar.update(1, postfix="figures and projector")
 
   # Phase 5: figures, TensorBoard's projector and hparams, and the record.
   t = time.time()
   grid = visualize.translation_grid(plugged, model, images_a, images_b)
   files.atomic_write(os.path.join(output_dir, "translation.png"),
-               lambda fh: visualize.save_translation_figure(fh, grid), mode="wb")
+                     lambda fh: visualize.save_translation_figure(fh, grid), mode="wb")
   _figures(output_dir, model, z_test, data, config)
   write_projector(summaries.logdir, model, z_test, data.test, seed=config.seed)
   summaries.hparams(config.to_dict(), {"fewshot_accuracy": metrics["fewshot"]["accuracy"],
@@ -243,6 +225,7 @@ def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, 
                                        "fewshot_accuracy_f_sty":
                                            metrics["fewshot_baselines"]["f_sty"]["accuracy"]})
   timings["figures"] = time.time() - t
+  bar.update(1, postfix="disentanglement metrics")
 
   # Phase 6: disentanglement measured, not just shown: <output_dir>/disentanglement.json.
   t = time.time()
@@ -252,6 +235,21 @@ def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, 
       latents={"train": z_train, "test": z_test})
   metrics_lib.write_results(output_dir, disentanglement)
   timings["disentanglement"] = time.time() - t
+  bar.update(1, postfix="SavedModel export")
+
+  # Phase 7: the SavedModel for TF Serving, <output_dir>/saved_models/<name>/<version> (once per run).
+  if export and ali_model is not None:
+    t = time.time()
+    name = os.path.basename(os.path.abspath(output_dir))
+    model_dir = os.path.join(output_dir, "saved_models", name)
+    versions = export_lib.existing_versions(model_dir)
+    metrics["export"] = (os.path.join(model_dir, str(versions[-1])) if versions else
+                         export_lib.export(ali_model, model, data.train.image_shape,
+                                           os.path.join(output_dir, "saved_models"), name,
+                                           {"run_dir": os.path.abspath(output_dir)}))
+    timings["export"] = time.time() - t
+  bar.update(1, postfix="done")
+  bar.close()
   metrics["seconds"] = timings
   files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
   return metrics

@@ -10,10 +10,10 @@ import os
 
 import tensorflow as tf
 
-from fden_tf import ali as ali_lib
 from fden_tf import config as config_lib
 from fden_tf import fden as fden_lib
 from fden_tf import plugin
+from fden_tf import preflight
 from fden_tf import train_ali
 from fden_tf import train_fden
 
@@ -27,19 +27,7 @@ class Run:
   image_shape: tuple = None
 
 
-def load_config(run_dir: str) -> config_lib.Config:
-  """`<run_dir>/config.json` as a Config. Keys this version no longer knows are dropped and missing ones
-  take their defaults, so runs written by older versions stay readable."""
-  path = os.path.join(run_dir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{run_dir} has no config.json; is it an output directory of scripts/train.py?")
-  with open(path) as f:
-    saved = json.load(f)
-  known = lambda cls, d: {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
-  sections = {"data": config_lib.DataConfig, "ali": config_lib.ALIConfig, "fden": config_lib.FDENConfig}
-  top = known(config_lib.Config, {k: v for k, v in saved.items() if k not in sections})
-  return config_lib.Config(**{name: cls(**known(cls, saved.get(name, {}))) for name, cls in sections.items()},
-                           **top)
+load_config = config_lib.load
 
 
 def ali_image_shape(ali_run_dir: str) -> tuple:
@@ -64,9 +52,8 @@ def load_ali(ali_run_dir: str, image_shape=None):
   fits images of `image_shape` when given. Returns (ALI, its ALIConfig)."""
   ali_config = load_config(ali_run_dir).ali
   trained_on = ali_image_shape(ali_run_dir)
-  if image_shape is not None and tuple(trained_on) != tuple(image_shape):
-    raise ValueError(f"--ali_dir {ali_run_dir} holds an ALI for {'x'.join(map(str, trained_on))} images but "
-                     f"the dataset has {'x'.join(map(str, image_shape))}; use an ALI trained on this dataset")
+  if image_shape is not None:
+    preflight.check_ali_dir(ali_run_dir, image_shape)
   model = train_ali.build_ali(ali_config, trained_on)
   try:
     train_ali.restore_trained(model, os.path.join(ali_run_dir, "ali"))

@@ -1,7 +1,5 @@
 """Training ALI, the invertible network FDEN is later plugged into."""
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf

@@ -1,7 +1,5 @@
 """Training FDEN on the cached codes of a frozen plugged network (Section 3.3)."""
 
-import os
-
 import keras
 import numpy as np
 import tensorflow as tf

@@ -47,6 +47,8 @@ flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps 
 flags.DEFINE_integer("seed", None, "Random seed (data, initialisation, episodes).")
 flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow's op determinism.")
 flags.DEFINE_boolean("progress", True, "Show progress lines with ETA (--noprogress to silence).")
+flags.DEFINE_boolean("export", True, "End by exporting the SavedModel to <output_dir>/saved_models/<name>/<version> "
+                     "(--noexport to skip).")
 flags.DEFINE_boolean("overwrite", False, "Allow an --output_dir holding a run of another configuration.")
 
 SIZE_TO_ARCHITECTURE = {32: "svhn", 64: "celeba"}
@@ -86,9 +88,17 @@ def build_config():
 
 def main(argv):
   del argv
+  from fden_tf import preflight
   try:
-    config = build_config()  # before importing TensorFlow: a bad flag fails in a second
-  except ValueError as e:
+    # Before TensorFlow is imported: bad input fails in a second or two, and nothing is written.
+    config = build_config()
+    if bool(FLAGS.encoder) != bool(FLAGS.decoder):
+      raise ValueError("--encoder and --decoder go together")
+    if FLAGS.encoder and FLAGS.stage != "fden":
+      raise ValueError("plugging your own --encoder/--decoder needs --stage=fden")
+    config, data = preflight.check(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, bool(FLAGS.encoder),
+                                   FLAGS.overwrite)
+  except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   from fden_tf import fewshot
@@ -96,15 +106,10 @@ def main(argv):
   from fden_tf import plugin
   from fden_tf import training_loop
   try:
-    plugged = None
-    if FLAGS.encoder or FLAGS.decoder:
-      if not (FLAGS.encoder and FLAGS.decoder):
-        raise ValueError("--encoder and --decoder go together")
-      if FLAGS.stage != "fden":
-        raise ValueError("plugging your own --encoder/--decoder needs --stage=fden")
-      plugged = plugin.load_saved(FLAGS.encoder, FLAGS.decoder)
+    plugged = plugin.load_saved(FLAGS.encoder, FLAGS.decoder) if FLAGS.encoder else None
     metrics = pipeline.train_and_evaluate(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, plugged,
-                                          FLAGS.overwrite, show_progress=FLAGS.progress)
+                                          FLAGS.overwrite, show_progress=FLAGS.progress,
+                                          export=FLAGS.export, data=data)
   except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -2,7 +2,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from fden_tf import ali as ali_lib
 from fden_tf import checkpoints

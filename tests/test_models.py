@@ -40,6 +40,11 @@ def test_ali_generator_starts_at_the_mean_image():
   np.testing.assert_allclose(out, images.mean(0), atol=0.02)
 
 
+def test_config_knows_each_architectures_image_size():
+  from fden_tf import config
+  assert {name: a.image_size for name, a in ali.ARCHITECTURES.items()} == config.ARCHITECTURE_IMAGE_SIZE
+
+
 def test_architecture_lookup_errors():
   with pytest.raises(ValueError, match="unknown ALI architecture"):
     ali.get_architecture("imagenet")

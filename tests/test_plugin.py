@@ -25,7 +25,7 @@ def test_fden_training_leaves_the_plugged_ali_bitwise_unchanged(tmp_path):
   plugged = plugin.from_ali(model)
   before = _snapshot(model.variables)
   assert len(before) > 20  # batch-norm moving statistics included
-  metrics = pipeline.train_and_evaluate(config, str(tmp_path), stage="fden", plugged=plugged)
+  metrics = pipeline.train_and_evaluate(config, str(tmp_path), stage="fden", plugged=plugged, export=False)
   assert metrics["fewshot"]["episodes"] == 50
   after = _snapshot(model.variables)
   for b, a in zip(before, after):
@@ -44,7 +44,7 @@ def test_a_plain_keras_autoencoder_plugs_in_and_trains(tmp_path):
   encoder, decoder = _autoencoder()
   plugged = plugin.FrozenAutoencoder(encoder, decoder)
   before = _snapshot(plugged.variables)
-  metrics = pipeline.train_and_evaluate(_smoke(), str(tmp_path), stage="fden", plugged=plugged)
+  metrics = pipeline.train_and_evaluate(_smoke(), str(tmp_path), stage="fden", plugged=plugged, export=False)
   assert (tmp_path / "translation.png").exists()
   assert metrics["fden_train"]["step"] == 40
   assert np.isfinite(metrics["fden_train"]["loss"])

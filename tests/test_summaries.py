@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory):
   config = config_lib.smoke().replace(ali={"steps": 40, "checkpoint_every": 20},
                                       fden={"steps": 60, "checkpoint_every": 30, "eval_episodes": 50},
                                       log_every=20)
-  pipeline.train_and_evaluate(config, str(out), show_progress=False)
+  pipeline.train_and_evaluate(config, str(out), show_progress=False, export=False)
   return out
 
 

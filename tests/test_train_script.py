@@ -35,6 +35,10 @@ def test_train_script_end_to_end_on_glyphs(tmp_path):
   assert json.loads((out / "config.json").read_text())["fden"]["way"] == 5
   assert (out / "ali" / "checkpoints" / "checkpoint").exists()
   assert (out / "fden" / "checkpoints" / "checkpoint").exists()
+  for name in ("tsne.png", "curves.png", "disentanglement.json"):
+    assert (out / name).exists(), name
+  # Training ends by exporting a SavedModel, in TF Serving's layout.
+  assert (out / "saved_models" / "run" / "1" / "saved_model.pb").exists()
 
   # The same command again (this time from a --flagfile) resumes: both stages are finished, nothing is
   # retrained, and the same episodes give the same accuracy.
@@ -43,11 +47,12 @@ def test_train_script_end_to_end_on_glyphs(tmp_path):
   again = run_train(f"--flagfile={flagfile}")
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads((out / "metrics.json").read_text())["fewshot"] == fewshot
+  assert sorted(p.name for p in (out / "saved_models" / "run").iterdir()) == ["1"], "no re-export on resume"
 
   # FDEN plugged into the ALI of that run, through --ali_dir, for another episode shape.
   plugged = tmp_path / "plugged"
   result = run_train("--preset=smoke", "--stage=fden", f"--ali_dir={out}", f"--output_dir={plugged}",
-                     "--way=3", "--shot=2", "--fden_steps=20", "--noprogress")
+                     "--way=3", "--shot=2", "--fden_steps=20", "--noprogress", "--noexport")
   assert result.returncode == 0, result.stderr[-3000:]
   assert json.loads((plugged / "metrics.json").read_text())["fewshot"]["way"] == 3
   assert not (plugged / "ali").exists()

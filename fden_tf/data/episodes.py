@@ -7,6 +7,8 @@ same episodes as one that never stopped, and the sampler can live inside a compi
 import numpy as np
 import tensorflow as tf
 
+from fden_tf.data import split
+
 
 class EpisodeSampler:
   """Draws episodes from the classes of one split.
@@ -15,17 +17,10 @@ class EpisodeSampler:
   0..C-1 in that order), and for each class K support samples followed by Q query samples, all distinct.
   """
 
-  def __init__(self, labels: np.ndarray, way: int, shot: int, query: int):
+  def __init__(self, labels: np.ndarray, way: int, shot: int, query: int, split_name: str = "this split"):
     labels = np.asarray(labels)
-    num_classes = int(labels.max()) + 1 if labels.size else 0
-    counts = np.bincount(labels, minlength=num_classes)
-    if way < 1 or shot < 1 or query < 1:
-      raise ValueError(f"way, shot and query must be >= 1, got way={way} shot={shot} query={query}")
-    if way > num_classes:
-      raise ValueError(f"--way={way} is larger than the {num_classes} classes of this split")
-    if shot + query > counts.min():
-      raise ValueError(f"--shot + --query = {shot + query} exceeds the {counts.min()} samples of the "
-                       f"smallest class (class {int(counts.argmin())})")
+    counts = split.check_episode_shape(labels, way, shot, query, split_name)
+    num_classes = len(counts)
     self.way, self.shot, self.query = way, shot, query
     self.num_classes = num_classes
     # Class-major index table [num_classes, max_count], padded with 0 where a class has fewer samples;

@@ -22,7 +22,6 @@ from fden_tf import fden as fden_lib
 from fden_tf import files
 from fden_tf import plugin
 from fden_tf import runs
-from fden_tf import train_fden
 from fden_tf.data import datasets
 from fden_tf.metrics import alignment
 from fden_tf.metrics import fidelity

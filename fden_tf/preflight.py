@@ -1,0 +1,87 @@
+"""Every check that bad input can fail, run before TensorFlow is imported and before anything is written.
+
+`scripts/train.py` calls `check` first, so a wrong flag, a missing data directory or an unusable --ali_dir
+fails in about a second with one line, and `pipeline.train_and_evaluate` calls it again for Python users.
+The one check left to the pipeline needs TensorFlow: whether an --ali_dir checkpoint can actually be read.
+"""
+
+import json
+import os
+
+from fden_tf import config as config_lib
+from fden_tf.data import datasets
+from fden_tf.data import split as split_lib
+
+STAGES = ("all", "ali", "fden")
+
+
+def _check_stage(stage, ali_dir, plugged):
+  if stage not in STAGES:
+    raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+  if stage == "ali" and (plugged or ali_dir):
+    raise ValueError("--stage=ali trains ALI; it takes neither --ali_dir nor a plugged network")
+  if stage == "fden" and not plugged and not ali_dir:
+    raise ValueError("--stage=fden needs a trained network: pass --ali_dir (or --encoder/--decoder)")
+
+
+def _check_architecture(ali_config, image_shape):
+  size = config_lib.ARCHITECTURE_IMAGE_SIZE.get(ali_config.architecture)
+  if size is None:
+    raise ValueError(f"unknown ALI architecture {ali_config.architecture!r}; choose one of "
+                     f"{sorted(config_lib.ARCHITECTURE_IMAGE_SIZE)}")
+  if tuple(image_shape[:2]) != (size, size):
+    raise ValueError(f"ALI architecture {ali_config.architecture!r} takes {size}x{size} images, the dataset "
+                     f"has {image_shape[0]}x{image_shape[1]}; pass --image_size={size} or another architecture")
+
+
+def check_ali_dir(ali_dir, image_shape):
+  """An earlier run's ALI: config.json, a checkpoint, and images of `image_shape`. Returns its ALIConfig."""
+  ali_config = config_lib.load(ali_dir).ali
+  record = os.path.join(ali_dir, "ali", "network.json")
+  if os.path.exists(record):
+    with open(record) as f:
+      trained_on = tuple(json.load(f)["image_shape"])
+    if trained_on != tuple(image_shape):
+      raise ValueError(f"--ali_dir {ali_dir} holds an ALI for {'x'.join(map(str, trained_on))} images but "
+                       f"the dataset has {'x'.join(map(str, image_shape))}; use an ALI trained on this dataset")
+  if not os.path.exists(os.path.join(ali_dir, "ali", "checkpoints", "checkpoint")):
+    raise FileNotFoundError(f"--ali_dir {ali_dir} holds no ALI checkpoint (train one with --stage=ali)")
+  return ali_config
+
+
+def check_output_dir(output_dir, config, overwrite):
+  """Refuses a folder that cannot be written, or that holds a run of another configuration. Writes
+  nothing: the nearest existing ancestor must be a writable folder."""
+  path = os.path.join(output_dir, "config.json")
+  if os.path.exists(path) and not overwrite:
+    with open(path) as f:
+      previous = json.load(f)
+    if previous != json.loads(config.to_json()):
+      raise ValueError(f"--output_dir {output_dir} holds a run of a different configuration; pass a new "
+                       "--output_dir, or --overwrite to replace it")
+  existing = os.path.abspath(output_dir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"--output_dir {output_dir} is not writable ({existing} is not a writable folder); "
+                     "choose another folder")
+
+
+def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrite=False, data=None):
+  """Checks a run's inputs. Returns (config, data): the config with the plugged ALI's own section when
+  --ali_dir is given (the run's record names the network it really used), and the loaded dataset."""
+  _check_stage(stage, ali_dir, plugged)
+  data = data or datasets.load(config.data)
+  f = config.fden
+  # The test split first: it usually has fewer classes, and its episodes are the ones the user asked for.
+  split_lib.check_episode_shape(data.test.labels, f.way, f.shot, f.query, "the test split")
+  split_lib.check_episode_shape(data.train.labels, f.way, f.shot, f.query, "the training split")
+  if ali_dir and not plugged:
+    config = config.replace(ali=check_ali_dir(ali_dir, data.train.image_shape))
+  elif not plugged:
+    _check_architecture(config.ali, data.train.image_shape)
+    if config.ali.batch_size > len(data.train.images):
+      raise ValueError(f"--batch_size={config.ali.batch_size} exceeds the {len(data.train.images)} training "
+                       "images")
+  check_output_dir(output_dir, config, overwrite)
+  return config, data
