@@ -94,12 +94,105 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
   _make_output_dir(output_dir)
   files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
   guard = (config.max_nonfinite_steps, config.recovery_lr_factor)
-  summaries = summaries_lib.RunSummaries(output_dir)
-  try:
-    return _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, data, test_sampler,
-                               metrics, timings, guard, summaries, show_progress, nonfinite_steps, export)
-  finally:
-    summaries.close()
+  with summaries_lib.RunSummaries(output_dir) as summaries:
+    # Phase 1: the plugged network (train ALI, or use the one given).
+    t = time.time()
+    if plugged is None:
+      if not ali_dir:
+        ali_workdir = os.path.join(output_dir, "ali")
+        os.makedirs(ali_workdir, exist_ok=True)
+        files.write_json(os.path.join(ali_workdir, "network.json"),
+                         _network_record(config.ali, data.train.image_shape))
+        summaries.image_hooks["ali"] = _ali_images(ali_model, data.test.images, config.seed)
+        metrics["ali_train"] = train_ali.train(ali_model, config.ali, data.train.images, ali_workdir,
+                                               seed=config.seed, show_progress=show_progress,
+                                               log_every=config.log_every, guard=guard,
+                                               nonfinite_steps=nonfinite_steps.get("ali", ()),
+                                               hooks=summaries)
+      plugged = plugin.from_ali(ali_model)
+    timings["ali"] = time.time() - t
+    if ali_model is not None:
+      metrics["ali"] = {"reconstruction_mse": train_ali.reconstruction_error(ali_model, data.test.images)}
+    if stage == "ali":
+      metrics["seconds"] = timings
+      files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
+      return metrics
+
+    # Phase 2: the latent cache (the plugged network is frozen: encode every image once).
+    t = time.time()
+    z_train = plugin.encode_all(plugged, data.train.images, show_progress=show_progress,
+                                desc="caching train latents")
+    z_test = plugin.encode_all(plugged, data.test.images, show_progress=show_progress,
+                               desc="caching test latents")
+    timings["cache"] = time.time() - t
+
+    # Phase 3: FDEN.
+    t = time.time()
+    model = fden_lib.FDEN.from_config_section(z_train.shape[1], config.fden)
+    images_a, images_b = _translation_pairs(data.test, pairs=4, seed=config.seed)
+    summaries.image_hooks["fden"] = lambda: {"fden/translation": visualize.translation_mosaic(
+        visualize.translation_grid(plugged, model, images_a, images_b))[None]}
+    metrics["fden_train"] = train_fden.train(model, config.fden, z_train, data.train.labels,
+                                             os.path.join(output_dir, "fden"), seed=config.seed,
+                                             show_progress=show_progress, log_every=config.log_every,
+                                             guard=guard, nonfinite_steps=nonfinite_steps.get("fden", ()),
+                                             hooks=summaries)
+    timings["fden"] = time.time() - t
+
+    # Phase 4: few-shot evaluation on unseen classes, from f_ide (and baselines on z and f_sty).
+    bar = progress_lib.Progress(4, "evaluation", enabled=show_progress, unit="phase")
+    bar.postfix = "few-shot episodes"
+    t = time.time()
+    f_ide, f_sty = train_fden.embed(model, z_test)
+    eval_seed = config.seed + 1_000_003  # episodes independent of training's seeds
+    metrics["fewshot"] = fewshot.evaluate(f_ide, test_sampler, config.fden.eval_episodes, eval_seed)
+    metrics["fewshot"]["chance"] = 1.0 / config.fden.way
+    metrics["fewshot_baselines"] = {
+        "z": fewshot.evaluate(z_test, test_sampler, config.fden.eval_episodes, eval_seed),
+        "f_sty": fewshot.evaluate(f_sty, test_sampler, config.fden.eval_episodes, eval_seed)}
+    timings["evaluation"] = time.time() - t
+    bar.update(1, postfix="figures and projector")
+
+    # Phase 5: figures, TensorBoard's projector and hparams, and the record.
+    t = time.time()
+    grid = visualize.translation_grid(plugged, model, images_a, images_b)
+    files.atomic_write(os.path.join(output_dir, "translation.png"),
+                       lambda fh: visualize.save_translation_figure(fh, grid), mode="wb")
+    _figures(output_dir, model, z_test, data, config)
+    write_projector(summaries.logdir, model, z_test, data.test, seed=config.seed)
+    summaries.hparams(config.to_dict(), {"fewshot_accuracy": metrics["fewshot"]["accuracy"],
+                                         "fewshot_accuracy_z": metrics["fewshot_baselines"]["z"]["accuracy"],
+                                         "fewshot_accuracy_f_sty":
+                                             metrics["fewshot_baselines"]["f_sty"]["accuracy"]})
+    timings["figures"] = time.time() - t
+    bar.update(1, postfix="disentanglement metrics")
+
+    # Phase 6: disentanglement measured, not just shown: <output_dir>/disentanglement.json.
+    t = time.time()
+    disentanglement = metrics_lib.evaluate_models(
+        plugged, model, data, config, samples=config.metrics_samples, mi_samples=2 * config.metrics_samples,
+        mine_steps=config.metrics_mine_steps, translation_pairs=config.metrics_translation_pairs,
+        latents={"train": z_train, "test": z_test})
+    metrics_lib.write_results(output_dir, disentanglement)
+    timings["disentanglement"] = time.time() - t
+    bar.update(1, postfix="SavedModel export")
+
+    # Phase 7: the SavedModel for TF Serving, <output_dir>/saved_models/<name>/<version> (once per run).
+    if export and ali_model is not None:
+      t = time.time()
+      name = os.path.basename(os.path.abspath(output_dir))
+      model_dir = os.path.join(output_dir, "saved_models", name)
+      versions = export_lib.existing_versions(model_dir)
+      metrics["export"] = (os.path.join(model_dir, str(versions[-1])) if versions else
+                           export_lib.export(ali_model, model, data.train.image_shape,
+                                             os.path.join(output_dir, "saved_models"), name,
+                                             {"run_dir": os.path.abspath(output_dir)}))
+      timings["export"] = time.time() - t
+    bar.update(1, postfix="done")
+    bar.close()
+    metrics["seconds"] = timings
+    files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    return metrics
 
 
 def _ali_images(ali_model, test_images, seed):
@@ -150,106 +243,3 @@ def write_projector(logdir, model, z, split, seed=0, points=PROJECTOR_POINTS):
       columns[name] = [f"{v:.3f}" for v in split.styles[pick, k]]
   projector.write_projector(logdir, {"z": z[pick], "f_ide": f_ide, "f_sty": f_sty}, columns,
                             split.images[pick])
-
-
-def _train_and_evaluate(config, output_dir, stage, ali_dir, plugged, ali_model, data, test_sampler, metrics,
-                        timings, guard, summaries, show_progress, nonfinite_steps, export):
-
-  # Phase 1: the plugged network (train ALI, or use the one given).
-  t = time.time()
-  if plugged is None:
-    if not ali_dir:
-      ali_workdir = os.path.join(output_dir, "ali")
-      os.makedirs(ali_workdir, exist_ok=True)
-      files.write_json(os.path.join(ali_workdir, "network.json"),
-                 _network_record(config.ali, data.train.image_shape))
-      summaries.image_hooks["ali"] = _ali_images(ali_model, data.test.images, config.seed)
-      metrics["ali_train"] = train_ali.train(ali_model, config.ali, data.train.images, ali_workdir,
-                                             seed=config.seed, show_progress=show_progress,
-                                             log_every=config.log_every, guard=guard,
-                                             nonfinite_steps=nonfinite_steps.get("ali", ()),
-                                             hooks=summaries)
-    plugged = plugin.from_ali(ali_model)
-  timings["ali"] = time.time() - t
-  if ali_model is not None:
-    metrics["ali"] = {"reconstruction_mse": train_ali.reconstruction_error(ali_model, data.test.images)}
-  if stage == "ali":
-    metrics["seconds"] = timings
-    files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
-    return metrics
-
-  # Phase 2: the latent cache (the plugged network is frozen: encode every image once).
-  t = time.time()
-  z_train = plugin.encode_all(plugged, data.train.images, show_progress=show_progress,
-                              desc="caching train latents")
-  z_test = plugin.encode_all(plugged, data.test.images, show_progress=show_progress,
-                             desc="caching test latents")
-  timings["cache"] = time.time() - t
-
-  # Phase 3: FDEN.
-  t = time.time()
-  model = fden_lib.FDEN.from_config_section(z_train.shape[1], config.fden)
-  images_a, images_b = _translation_pairs(data.test, pairs=4, seed=config.seed)
-  summaries.image_hooks["fden"] = lambda: {"fden/translation": visualize.translation_mosaic(
-      visualize.translation_grid(plugged, model, images_a, images_b))[None]}
-  metrics["fden_train"] = train_fden.train(model, config.fden, z_train, data.train.labels,
-                                           os.path.join(output_dir, "fden"), seed=config.seed,
-                                           show_progress=show_progress, log_every=config.log_every,
-                                           guard=guard, nonfinite_steps=nonfinite_steps.get("fden", ()),
-                                           hooks=summaries)
-  timings["fden"] = time.time() - t
-
-  # Phase 4: few-shot evaluation on unseen classes, from f_ide (and baselines on z and f_sty).
-  bar = progress_lib.Progress(4, "evaluation", enabled=show_progress, unit="phase")
-  bar.postfix = "few-shot episodes"
-  t = time.time()
-  f_ide, f_sty = train_fden.embed(model, z_test)
-  eval_seed = config.seed + 1_000_003  # episodes independent of training's seeds
-  metrics["fewshot"] = fewshot.evaluate(f_ide, test_sampler, config.fden.eval_episodes, eval_seed)
-  metrics["fewshot"]["chance"] = 1.0 / config.fden.way
-  metrics["fewshot_baselines"] = {
-      "z": fewshot.evaluate(z_test, test_sampler, config.fden.eval_episodes, eval_seed),
-      "f_sty": fewshot.evaluate(f_sty, test_sampler, config.fden.eval_episodes, eval_seed)}
-  timings["evaluation"] = time.time() - t
-  bar.update(1, postfix="figures and projector")
-
-  # Phase 5: figures, TensorBoard's projector and hparams, and the record.
-  t = time.time()
-  grid = visualize.translation_grid(plugged, model, images_a, images_b)
-  files.atomic_write(os.path.join(output_dir, "translation.png"),
-                     lambda fh: visualize.save_translation_figure(fh, grid), mode="wb")
-  _figures(output_dir, model, z_test, data, config)
-  write_projector(summaries.logdir, model, z_test, data.test, seed=config.seed)
-  summaries.hparams(config.to_dict(), {"fewshot_accuracy": metrics["fewshot"]["accuracy"],
-                                       "fewshot_accuracy_z": metrics["fewshot_baselines"]["z"]["accuracy"],
-                                       "fewshot_accuracy_f_sty":
-                                           metrics["fewshot_baselines"]["f_sty"]["accuracy"]})
-  timings["figures"] = time.time() - t
-  bar.update(1, postfix="disentanglement metrics")
-
-  # Phase 6: disentanglement measured, not just shown: <output_dir>/disentanglement.json.
-  t = time.time()
-  disentanglement = metrics_lib.evaluate_models(
-      plugged, model, data, config, samples=config.metrics_samples, mi_samples=2 * config.metrics_samples,
-      mine_steps=config.metrics_mine_steps, translation_pairs=config.metrics_translation_pairs,
-      latents={"train": z_train, "test": z_test})
-  metrics_lib.write_results(output_dir, disentanglement)
-  timings["disentanglement"] = time.time() - t
-  bar.update(1, postfix="SavedModel export")
-
-  # Phase 7: the SavedModel for TF Serving, <output_dir>/saved_models/<name>/<version> (once per run).
-  if export and ali_model is not None:
-    t = time.time()
-    name = os.path.basename(os.path.abspath(output_dir))
-    model_dir = os.path.join(output_dir, "saved_models", name)
-    versions = export_lib.existing_versions(model_dir)
-    metrics["export"] = (os.path.join(model_dir, str(versions[-1])) if versions else
-                         export_lib.export(ali_model, model, data.train.image_shape,
-                                           os.path.join(output_dir, "saved_models"), name,
-                                           {"run_dir": os.path.abspath(output_dir)}))
-    timings["export"] = time.time() - t
-  bar.update(1, postfix="done")
-  bar.close()
-  metrics["seconds"] = timings
-  files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
-  return metrics

@@ -69,3 +69,9 @@ class RunSummaries:
 
   def close(self):
     self.writer.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
