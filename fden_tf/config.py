@@ -115,15 +115,18 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-  """Default main job: `python scripts/train.py` on glyphs, 2-core CPU, about ten minutes in all.
+  """Default main job: `python scripts/train.py` on glyphs. Measured on a 2-core CPU: 8 min 57 s in all,
+  5-way 1-shot accuracy from f_ide 94.06% +- 0.66% on 1,000 episodes of unseen classes (README).
 
-  Deviations from the paper, all for time: ALI width 1/4 and latent 64; FDEN widths 1/2; a short schedule.
-  ALI gets the Appendix B.2 reconstruction term so its encoder is usable after minutes, not days.
+  Deviations from the paper, all for time: ALI width 1/4, latent 64, batch 64, lr 2e-4; FDEN widths 1/2,
+  lr 1e-3; a short schedule. ALI gets the Appendix B.2 reconstruction term so its encoder is usable after
+  minutes, not days. FDEN starts from TruncatedNormal(0, 0.05) without dropout: with Table 2's 0.001 its
+  gradients sit far below Adam's epsilon and a 1,500-step run stayed at chance (measured; README).
   """
   return Config(ali=ALIConfig(width=0.25, latent_dim=64, batch_size=64, steps=1500, learning_rate=2e-4,
                               reconstruction_weight=1.0, checkpoint_every=500),
-                fden=FDENConfig(hidden_scale=0.5, steps=3000, learning_rate=1e-3, init_stddev=0.05, dropout=0.0,
-                                checkpoint_every=1000))
+                fden=FDENConfig(hidden_scale=0.5, steps=3000, learning_rate=1e-3, init_stddev=0.05,
+                                dropout=0.0, checkpoint_every=1000))
 
 
 def smoke() -> Config:
