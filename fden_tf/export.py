@@ -397,7 +397,7 @@ def load_run(run_dir):
   runs.load_config(run_dir)  # a clear error for a folder that is not a run, before anything else
   _ali_source(run_dir)
   run = runs.load_run(run_dir)
-  return run.ali, run.fden, tuple(int(d) for d in run.image_shape)
+  return run.ali, run.fden, tuple(int(d) for d in run.ali.image_shape)
 
 
 def export_run(run_dir: str, export_base: str, name: str = None) -> str:

@@ -8,7 +8,6 @@ evaluation -> translation figure. The output directory is the record of the run:
     <output_dir>/translation.png    the paper's Figure 4 layout
 """
 
-import json
 import os
 import tempfile
 import time
@@ -32,8 +31,10 @@ from fden_tf import runs
 from fden_tf import summaries as summaries_lib
 from fden_tf import train_ali
 from fden_tf import train_fden
+from fden_tf import training_loop
 from fden_tf import visualize
 from fden_tf.data import episodes
+from fden_tf.data import glyphs
 
 def _make_output_dir(output_dir):
   """Creates `output_dir` and proves it writable, with a one-line error if not."""
@@ -84,7 +85,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
   test_sampler = episodes.EpisodeSampler(data.test.labels, f.way, f.shot, f.query, "the test split")
   ali_model = None
   if plugged is None and ali_dir:
-    ali_model, _ = runs.load_ali(ali_dir, data.train.image_shape)  # a corrupted checkpoint fails here
+    ali_model, _ = runs.load_ali(ali_dir)  # checked by preflight; a corrupted checkpoint fails here
     metrics["plugged"] = {"kind": "ali", "ali_dir": os.path.abspath(ali_dir)}
   elif plugged is None:
     ali_model = train_ali.build_ali(config.ali, data.train.image_shape, data.train.images)
@@ -93,7 +94,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     metrics["plugged"] = {"kind": plugged.name}
   _make_output_dir(output_dir)
   files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
-  guard = (config.max_nonfinite_steps, config.recovery_lr_factor)
+  guard = training_loop.Guard(config.max_nonfinite_steps, config.recovery_lr_factor)
   with summaries_lib.RunSummaries(output_dir) as summaries:
     # Phase 1: the plugged network (train ALI, or use the one given).
     t = time.time()
@@ -143,7 +144,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     bar = progress_lib.Progress(4, "evaluation", enabled=show_progress, unit="phase")
     bar.postfix = "few-shot episodes"
     t = time.time()
-    f_ide, f_sty = train_fden.embed(model, z_test)
+    f_ide, f_sty, _ = train_fden.factorise(model, z_test)
     eval_seed = config.seed + 1_000_003  # episodes independent of training's seeds
     metrics["fewshot"] = fewshot.evaluate(f_ide, test_sampler, config.fden.eval_episodes, eval_seed)
     metrics["fewshot"]["chance"] = 1.0 / config.fden.way
@@ -158,8 +159,8 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     grid = visualize.translation_grid(plugged, model, images_a, images_b)
     files.atomic_write(os.path.join(output_dir, "translation.png"),
                        lambda fh: visualize.save_translation_figure(fh, grid), mode="wb")
-    _figures(output_dir, model, z_test, data, config)
-    write_projector(summaries.logdir, model, z_test, data.test, seed=config.seed)
+    _figures(output_dir, f_ide, f_sty, data, config)
+    write_projector(summaries.logdir, z_test, f_ide, f_sty, data.test, seed=config.seed)
     summaries.hparams(config.to_dict(), {"fewshot_accuracy": metrics["fewshot"]["accuracy"],
                                          "fewshot_accuracy_z": metrics["fewshot_baselines"]["z"]["accuracy"],
                                          "fewshot_accuracy_f_sty":
@@ -204,9 +205,9 @@ def _ali_images(ali_model, test_images, seed):
                   "ali/reconstructions": visualize.image_pairs(x, ali_model.reconstruct(x).numpy())}
 
 
-def _figures(output_dir, model, z_test, data, config):
-  """Static figures beside TensorBoard: tsne.png (Figure 3: 5 classes x 20 samples) and curves.png."""
-  f_ide, f_sty = train_fden.embed(model, z_test)
+def _figures(output_dir, f_ide, f_sty, data, config):
+  """Static figures beside TensorBoard: tsne.png (Figure 3: 5 classes x 20 samples) and curves.png.
+  f_ide, f_sty: [N, Dim], the factors of every test sample."""
   rng = np.random.default_rng(config.seed)
   classes = rng.choice(data.test.num_classes, size=min(5, data.test.num_classes), replace=False)
   per_class = min(20, int(data.test.class_counts()[classes].min()))
@@ -215,31 +216,23 @@ def _figures(output_dir, model, z_test, data, config):
   files.atomic_write(os.path.join(output_dir, "tsne.png"),
                      lambda fh: visualize.save_tsne_figure(fh, f_ide[pick], f_sty[pick], data.test.labels[pick],
                                                            data.test.class_names, seed=config.seed), mode="wb")
-  logs = {stage: _read_log(os.path.join(output_dir, stage, "train_log.jsonl")) for stage in ("ali", "fden")}
+  logs = {stage: training_loop.read_log(os.path.join(output_dir, stage, "train_log.jsonl"))
+          for stage in ("ali", "fden")}
   files.atomic_write(os.path.join(output_dir, "curves.png"),
                      lambda fh: visualize.save_curves_figure(fh, logs), mode="wb")
-
-
-def _read_log(path):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 PROJECTOR_POINTS = 500
 
 
-def write_projector(logdir, model, z, split, seed=0, points=PROJECTOR_POINTS):
-  """Projector embeddings z, f_ide, f_sty of up to `points` held-out samples, with class (and, for
-  glyphs, the ground-truth style values) as metadata and the input images as the sprite."""
-  from fden_tf.data import glyphs  # the style names of the embedded dataset
+def write_projector(logdir, z, f_ide, f_sty, split, seed=0, points=PROJECTOR_POINTS):
+  """Projector embeddings z, f_ide, f_sty [N, Dim] of up to `points` of `split`'s N samples, with class
+  (and, for glyphs, the ground-truth style values) as metadata and the input images as the sprite."""
   pick = np.sort(np.random.default_rng(seed).choice(len(z), size=min(points, len(z)), replace=False))
-  f_ide, f_sty = train_fden.embed(model, z[pick])
   columns = {"class": [split.class_names[label] for label in split.labels[pick]],
              "label": split.labels[pick].tolist()}
   if split.styles is not None:
     for k, name in enumerate(glyphs.STYLE_NAMES):
       columns[name] = [f"{v:.3f}" for v in split.styles[pick, k]]
-  projector.write_projector(logdir, {"z": z[pick], "f_ide": f_ide, "f_sty": f_sty}, columns,
+  projector.write_projector(logdir, {"z": z[pick], "f_ide": f_ide[pick], "f_sty": f_sty[pick]}, columns,
                             split.images[pick])

@@ -99,3 +99,13 @@ def encode_all(plugged, images: np.ndarray, batch_size: int = 500, show_progress
   if z.ndim != 2:
     z = z.reshape(len(z), -1)
   return z
+
+
+def decode_all(plugged, z: np.ndarray, batch_size: int = 500) -> np.ndarray:
+  """plugged.decode over codes z [N, Dim] in batches -> float32 images [N, H, W, C].
+
+  Eager: a handful of batches per call, and a fresh tf.function per call would only retrace.
+  """
+  parts = [np.asarray(plugged.decode(tf.convert_to_tensor(z[i:i + batch_size], tf.float32)))
+           for i in range(0, len(z), batch_size)]
+  return np.concatenate(parts).astype(np.float32)

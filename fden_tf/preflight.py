@@ -24,7 +24,8 @@ def _check_stage(stage, ali_dir, plugged):
     raise ValueError("--stage=fden needs a trained network: pass --ali_dir (or --encoder/--decoder)")
 
 
-def _check_architecture(ali_config, image_shape):
+def check_architecture(ali_config, image_shape):
+  """The ALI architecture must take images of the dataset's height and width."""
   size = config_lib.ARCHITECTURE_IMAGE_SIZE.get(ali_config.architecture)
   if size is None:
     raise ValueError(f"unknown ALI architecture {ali_config.architecture!r}; choose one of "
@@ -34,13 +35,20 @@ def _check_architecture(ali_config, image_shape):
                      f"has {image_shape[0]}x{image_shape[1]}; pass --image_size={size} or another architecture")
 
 
+def recorded_image_shape(ali_run_dir):
+  """(H, W, C) the run's ALI was trained on, from its `ali/network.json`; None for runs that predate it."""
+  record = os.path.join(ali_run_dir, "ali", "network.json")
+  if not os.path.exists(record):
+    return None
+  with open(record) as f:
+    return tuple(json.load(f)["image_shape"])
+
+
 def check_ali_dir(ali_dir, image_shape):
   """An earlier run's ALI: config.json, a checkpoint, and images of `image_shape`. Returns its ALIConfig."""
   ali_config = config_lib.load(ali_dir).ali
-  record = os.path.join(ali_dir, "ali", "network.json")
-  if os.path.exists(record):
-    with open(record) as f:
-      trained_on = tuple(json.load(f)["image_shape"])
+  trained_on = recorded_image_shape(ali_dir)
+  if trained_on is not None:
     if trained_on != tuple(image_shape):
       raise ValueError(f"--ali_dir {ali_dir} holds an ALI for {'x'.join(map(str, trained_on))} images but "
                        f"the dataset has {'x'.join(map(str, image_shape))}; use an ALI trained on this dataset")
@@ -79,7 +87,7 @@ def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrit
   if ali_dir and not plugged:
     config = config.replace(ali=check_ali_dir(ali_dir, data.train.image_shape))
   elif not plugged:
-    _check_architecture(config.ali, data.train.image_shape)
+    check_architecture(config.ali, data.train.image_shape)
     if config.ali.batch_size > len(data.train.images):
       raise ValueError(f"--batch_size={config.ali.batch_size} exceeds the {len(data.train.images)} training "
                        "images")

@@ -24,7 +24,6 @@ class Run:
   plugged: object  # plugin.FrozenAutoencoder
   fden: fden_lib.FDEN
   ali: object = None  # ali.ALI when the plugged network is ALI
-  image_shape: tuple = None
 
 
 load_config = config_lib.load
@@ -33,10 +32,9 @@ load_config = config_lib.load
 def ali_image_shape(ali_run_dir: str) -> tuple:
   """(H, W, C) of the images the ALI under `ali_run_dir` was trained on: from `ali/network.json`, or for
   older runs from the generator's per-pixel bias [H, W, C], ALI's only rank-3 variable."""
-  record = os.path.join(ali_run_dir, "ali", "network.json")
-  if os.path.exists(record):
-    with open(record) as f:
-      return tuple(json.load(f)["image_shape"])
+  recorded = preflight.recorded_image_shape(ali_run_dir)
+  if recorded is not None:
+    return recorded
   latest = tf.train.latest_checkpoint(os.path.join(ali_run_dir, "ali", "checkpoints"))
   if latest is None:
     raise FileNotFoundError(f"{ali_run_dir} holds no ALI checkpoint (train one with --stage=ali)")
@@ -49,12 +47,11 @@ def ali_image_shape(ali_run_dir: str) -> tuple:
 
 def load_ali(ali_run_dir: str, image_shape=None):
   """ALI trained by this package under `ali_run_dir`, rebuilt from its config and restored; checks that it
-  fits images of `image_shape` when given. Returns (ALI, its ALIConfig)."""
-  ali_config = load_config(ali_run_dir).ali
-  trained_on = ali_image_shape(ali_run_dir)
-  if image_shape is not None:
-    preflight.check_ali_dir(ali_run_dir, image_shape)
-  model = train_ali.build_ali(ali_config, trained_on)
+  fits images of `image_shape` when given (callers that ran `preflight.check` have already checked).
+  Returns (ALI, its ALIConfig)."""
+  ali_config = (preflight.check_ali_dir(ali_run_dir, image_shape) if image_shape is not None
+                else load_config(ali_run_dir).ali)
+  model = train_ali.build_ali(ali_config, ali_image_shape(ali_run_dir))
   try:
     train_ali.restore_trained(model, os.path.join(ali_run_dir, "ali"))
   except FileNotFoundError:
@@ -81,16 +78,14 @@ def load_run(run_dir: str, plugged=None) -> Run:
   config = load_config(run_dir)
   if not os.path.isdir(os.path.join(run_dir, "fden", "checkpoints")):
     raise ValueError(f"{run_dir} has no fden/checkpoints: FDEN was not trained there (a --stage=ali run?)")
-  ali_model, image_shape = None, None
+  ali_model = None
   if plugged is None:
-    source = plugged_ali_dir(run_dir)
-    ali_model, _ = load_ali(source)
-    image_shape = ali_model.image_shape
+    ali_model, _ = load_ali(plugged_ali_dir(run_dir))
     plugged = plugin.from_ali(ali_model)
   model = fden_lib.FDEN.from_config_section(config.ali.latent_dim if ali_model is not None else
                                             _fden_dim(run_dir), config.fden)
   train_fden.restore_trained(model, os.path.join(run_dir, "fden"))
-  return Run(config, plugged, model, ali_model, image_shape)
+  return Run(config, plugged, model, ali_model)
 
 
 def _fden_dim(run_dir):

@@ -8,15 +8,13 @@ from fden_tf import ali as ali_lib
 from fden_tf import checkpoints
 from fden_tf import gradients
 from fden_tf import losses
+from fden_tf import preflight
 from fden_tf import training_loop
 
 
 def build_ali(ali_config, image_shape, train_images=None) -> ali_lib.ALI:
   """ALI for images of `image_shape` (H, W, C); the architecture must fit H and W."""
-  arch = ali_lib.get_architecture(ali_config.architecture)
-  if image_shape[0] != arch.image_size or image_shape[1] != arch.image_size:
-    raise ValueError(f"ALI architecture {ali_config.architecture!r} takes {arch.image_size}x{arch.image_size}"
-                     f" images, the dataset has {image_shape[0]}x{image_shape[1]}")
+  preflight.check_architecture(ali_config, image_shape)
   log_odds = None if train_images is None else ali_lib.pixel_log_odds(train_images)
   return ali_lib.ALI(ali_config.architecture, ali_config.latent_dim, image_shape[2], ali_config.width,
                      log_odds, name="ali")
@@ -105,12 +103,12 @@ def reconstruction_error(ali: ali_lib.ALI, images: np.ndarray, batch_size: int =
 
 
 def train(ali: ali_lib.ALI, ali_config, images: np.ndarray, workdir: str, seed: int = 0,
-          show_progress: bool = True, log_every: int = 100, guard=None, nonfinite_steps=(),
-          hooks=None) -> dict:
+          show_progress: bool = True, log_every: int = 100, guard=training_loop.Guard(),
+          nonfinite_steps=(), hooks=None) -> dict:
   """Trains ALI for `ali_config.steps` steps, resuming from the newest checkpoint under `workdir`.
 
   Returns the last logging window's mean metrics. Checkpoints: `workdir/checkpoints` (ALI, both optimizers,
-  step). guard: (max_nonfinite, recovery_lr_factor) of the divergence guard.
+  step). guard: the divergence guard's settings (training_loop.Guard).
   """
   c = ali_config
   d_opt, g_opt = make_optimizer(c), make_optimizer(c)
@@ -118,10 +116,9 @@ def train(ali: ali_lib.ALI, ali_config, images: np.ndarray, workdir: str, seed: 
   # a restore), which also avoids keras#23085 under tf.distribute.
   d_opt.build(ali.discriminator.trainable_variables)
   g_opt.build(ali.encoder.trainable_variables + ali.generator.trainable_variables)
-  max_nonfinite, lr_factor = guard or (10, 0.5)
   stage = training_loop.Stage("ALI", workdir, c.steps, c.checkpoint_every,
                               dict(ali=ali, d_optimizer=d_opt, g_optimizer=g_opt), [d_opt, g_opt],
-                              log_every, max_nonfinite, lr_factor)
+                              log_every, guard)
   step_fn = make_train_step(ali, d_opt, g_opt, images, c, seed)
   return training_loop.run(stage, step_fn, show_progress, nonfinite_steps, hooks)
 

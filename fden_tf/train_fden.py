@@ -79,21 +79,19 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
 
 
 def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.ndarray, workdir: str,
-          seed: int = 0, show_progress: bool = True, log_every: int = 100, guard=None,
-          nonfinite_steps=(), hooks=None) -> dict:
+          seed: int = 0, show_progress: bool = True, log_every: int = 100,
+          guard=training_loop.Guard(), nonfinite_steps=(), hooks=None) -> dict:
   """Trains FDEN episodically on `latents` [N, Dim] with class `labels` [N], resuming from `workdir`.
 
-  Returns the mean of the metrics over the last logging window. guard: (max_nonfinite,
-  recovery_lr_factor) of the divergence guard (training_loop).
+  Returns the mean of the metrics over the last logging window. guard: the divergence guard's settings
+  (training_loop.Guard).
   """
   c = fden_config
   sampler = episodes_lib.EpisodeSampler(labels, c.way, c.shot, c.query)
   optimizer = make_optimizer(c)
   optimizer.build(model.trainable_variables)
-  max_nonfinite, lr_factor = guard or (10, 0.5)
   stage = training_loop.Stage("FDEN", workdir, c.steps, c.checkpoint_every,
-                              dict(fden=model, optimizer=optimizer), [optimizer], log_every, max_nonfinite,
-                              lr_factor)
+                              dict(fden=model, optimizer=optimizer), [optimizer], log_every, guard)
   step_fn = make_train_step(model, optimizer, sampler, latents, c, seed)
   return training_loop.run(stage, step_fn, show_progress, nonfinite_steps, hooks)
 
@@ -103,8 +101,9 @@ def restore_trained(model: fden_lib.FDEN, workdir: str) -> str:
   return checkpoints.restore_latest_weights(workdir, "FDEN", fden=model)
 
 
-def embed(model: fden_lib.FDEN, latents: np.ndarray, batch_size: int = 2000):
-  """Inference-mode factors of cached codes: (f_ide, f_sty) as numpy arrays [N, Dim]."""
-  fn = tf.function(model.disentangle)
-  parts = [fn(tf.convert_to_tensor(latents[i:i + batch_size])) for i in range(0, len(latents), batch_size)]
-  return (np.concatenate([p[0].numpy() for p in parts]), np.concatenate([p[1].numpy() for p in parts]))
+def factorise(model: fden_lib.FDEN, latents: np.ndarray, batch_size: int = 2000) -> tuple:
+  """Inference-mode (f_ide, f_sty, z~) of cached codes [N, Dim], as numpy arrays [N, Dim] each."""
+  fn = tf.function(lambda z: model(z, training=False))
+  parts = [fn(tf.convert_to_tensor(latents[i:i + batch_size], tf.float32))
+           for i in range(0, len(latents), batch_size)]
+  return tuple(np.concatenate([p[k].numpy() for p in parts]) for k in range(3))

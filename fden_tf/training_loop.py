@@ -27,6 +27,14 @@ class DivergenceError(RuntimeError):
   """Training kept producing non-finite losses or gradients after a restore."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Guard:
+  """The divergence guard's settings: restore after `max_nonfinite` non-finite steps in a row, continuing
+  at `recovery_lr_factor` times the learning rate."""
+  max_nonfinite: int = 10
+  recovery_lr_factor: float = 0.5
+
+
 @dataclasses.dataclass
 class Stage:
   """What the loop needs to know about one training stage."""
@@ -37,8 +45,7 @@ class Stage:
   objects: dict  # models and optimizers to checkpoint, by name
   optimizers: list
   log_every: int = 100
-  max_nonfinite: int = 10
-  recovery_lr_factor: float = 0.5
+  guard: Guard = Guard()
 
 
 def _truncate_log(path, last_step):
@@ -109,7 +116,7 @@ def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=(), hooks=Non
       _append_log(log_path, {"event": "nonfinite_step_skipped", "step": step + 1,
                              "terms": bad_run[-1][1]})
       hooks.on_skip(stage.name, step + 1, bad_run[-1][1], int(skipped_var.numpy()))
-      if len(bad_run) >= stage.max_nonfinite:
+      if len(bad_run) >= stage.guard.max_nonfinite:
         step = _recover(stage, ckpt, manager, bad_run)
         bad_run = []
         bar.count = step
@@ -143,16 +150,18 @@ def _summarise(window, step, seconds, skipped):
   return metrics
 
 
+def read_log(path):
+  """A stage's train_log.jsonl as a list of records (metrics lines and event lines); [] if absent."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def _last_logged(path):
   """The last metrics line of a stage's log (skipping event lines)."""
-  last = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        record = json.loads(line) if line.strip() else {}
-        if record and "event" not in record:
-          last = record
-  return last
+  metrics = [record for record in read_log(path) if "event" not in record]
+  return metrics[-1] if metrics else {}
 
 
 def _append_log(path, record):
@@ -176,9 +185,9 @@ def _recover(stage, ckpt, manager, bad_run):
   ckpt.skipped.assign(skipped)
   ckpt.recoveries.assign_add(1)
   for optimizer in stage.optimizers:
-    optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * stage.recovery_lr_factor
+    optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * stage.guard.recovery_lr_factor
   restored = int(ckpt.step.numpy())
   _append_log(os.path.join(stage.workdir, "train_log.jsonl"),
               {"event": "restored_after_divergence", "step": restored, "bad_steps": [first, last],
-               "terms": terms, "learning_rate_factor": stage.recovery_lr_factor})
+               "terms": terms, "learning_rate_factor": stage.guard.recovery_lr_factor})
   return restored

@@ -27,13 +27,15 @@ def main(argv):
   from fden_tf import plugin
   from fden_tf import runs
   from fden_tf import summaries
+  from fden_tf import train_fden
   from fden_tf.data import datasets
   try:
     run = runs.load_run(FLAGS.run_dir)
     data = datasets.load(run.config.data)
     z_test = plugin.encode_all(run.plugged, data.test.images)
     logdir = os.path.join(FLAGS.run_dir, summaries.LOGDIR)
-    pipeline.write_projector(logdir, run.fden, z_test, data.test, seed=run.config.seed, points=FLAGS.points)
+    f_ide, f_sty, _ = train_fden.factorise(run.fden, z_test)
+    pipeline.write_projector(logdir, z_test, f_ide, f_sty, data.test, seed=run.config.seed, points=FLAGS.points)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

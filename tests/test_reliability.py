@@ -95,7 +95,7 @@ def _tiny_fden_training(tmp_path, nonfinite_steps, max_nonfinite=3, steps=40):
   c = dataclasses.replace(config_lib.smoke().fden, steps=steps, checkpoint_every=5, episodes_per_batch=4)
   model = fden_lib.FDEN(8, hidden_scale=0.1, init_stddev=0.05, dropout=0.0)
   metrics = train_fden.train(model, c, latents, labels, str(tmp_path), show_progress=False, log_every=5,
-                             guard=(max_nonfinite, 0.5), nonfinite_steps=nonfinite_steps)
+                             guard=training_loop.Guard(max_nonfinite, 0.5), nonfinite_steps=nonfinite_steps)
   return model, metrics, tmp_path / "train_log.jsonl"
 
 

@@ -15,13 +15,13 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from fden_tf import config as config_lib
 from fden_tf import fden as fden_lib
 from fden_tf import files
 from fden_tf import plugin
 from fden_tf import runs
+from fden_tf import train_fden
 from fden_tf.data import datasets
 from fden_tf.metrics import alignment
 from fden_tf.metrics import fidelity
@@ -31,13 +31,6 @@ from fden_tf.metrics import independence
 RESULTS_FILE = "disentanglement.json"
 # The pipeline's evaluation episodes (pipeline.train_and_evaluate), so alignment matches metrics.json.
 EVAL_SEED_OFFSET = 1_000_003
-
-
-def factorise(model: fden_lib.FDEN, z: np.ndarray, batch_size: int = 2000) -> tuple:
-  """Inference-mode (f_ide, f_sty, z~) of codes z [N, Dim], as numpy arrays [N, Dim] each."""
-  fn = tf.function(lambda x: model(x, training=False))
-  parts = [fn(tf.convert_to_tensor(z[i:i + batch_size], tf.float32)) for i in range(0, len(z), batch_size)]
-  return tuple(np.concatenate([p[k].numpy() for p in parts]) for k in range(3))
 
 
 def subsample(n: int, size: int, seed: int) -> np.ndarray:
@@ -52,7 +45,7 @@ def _ground_truth(plugged, model, data, z_test, factors, held, latents, samples,
   train = subsample(len(data.train.labels), samples, seed)
   z_train = (latents["train"][train] if "train" in latents
              else plugin.encode_all(plugged, data.train.images[train]))
-  tr_ide, tr_sty, _ = factorise(model, z_train)
+  tr_ide, tr_sty, _ = train_fden.factorise(model, z_train)
   fit = {"f_ide": tr_ide, "f_sty": tr_sty, "z": z_train}
   score = {"f_ide": f_ide, "f_sty": f_sty, "z": z_test}
   style = {name: ground_truth.style_r2(fit[name], data.train.styles[train], score[name][held],
@@ -82,7 +75,7 @@ def evaluate_models(plugged, model: fden_lib.FDEN, data, config: config_lib.Conf
   keras.utils.set_random_seed(seed)
   timings, t = {}, time.time()
   z_test = latents["test"] if "test" in latents else plugin.encode_all(plugged, data.test.images)
-  f_ide, f_sty, z_tilde = factorise(model, z_test)
+  f_ide, f_sty, z_tilde = train_fden.factorise(model, z_test)
   held = subsample(len(z_test), samples, seed)
   results = {"dataset": data.name, "test_classes": int(data.test.num_classes),
              "held_out_samples": int(len(held))}

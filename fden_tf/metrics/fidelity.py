@@ -9,17 +9,8 @@ z~, the code it hands back. Measured on held-out data:
 """
 
 import numpy as np
-import tensorflow as tf
 
-
-def decode_all(plugged, z: np.ndarray, batch_size: int = 500) -> np.ndarray:
-  """plugged.decode over codes z [N, Dim] in batches -> float32 images [N, H, W, C].
-
-  Eager: a handful of batches per call, and a fresh tf.function per call would only retrace.
-  """
-  parts = [np.asarray(plugged.decode(tf.convert_to_tensor(z[i:i + batch_size], tf.float32)))
-           for i in range(0, len(z), batch_size)]
-  return np.concatenate(parts).astype(np.float32)
+from fden_tf import plugin
 
 
 def latent_fidelity(z: np.ndarray, z_tilde: np.ndarray) -> dict:
@@ -47,5 +38,5 @@ def pixel_fidelity(images: np.ndarray, from_z: np.ndarray, from_z_tilde: np.ndar
 
 def plugin_fidelity(plugged, images: np.ndarray, z: np.ndarray, z_tilde: np.ndarray) -> dict:
   """Both views for held-out images [N, H, W, C], their codes z and FDEN's z~ [N, Dim]."""
-  pixels = pixel_fidelity(images, decode_all(plugged, z), decode_all(plugged, z_tilde))
+  pixels = pixel_fidelity(images, plugin.decode_all(plugged, z), plugin.decode_all(plugged, z_tilde))
   return {"samples": int(len(z)), "latent": latent_fidelity(z, z_tilde), "pixel_mse": pixels}

@@ -21,7 +21,6 @@ from sklearn import preprocessing
 
 from fden_tf import plugin
 from fden_tf.data import glyphs
-from fden_tf.metrics import fidelity
 
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 
@@ -120,10 +119,10 @@ def translation_fidelity(plugged, model, split, z: np.ndarray, pairs: int, seed:
   target = glyphs.render(split.identities[split.labels[a]], split.styles[b], split.images.shape[1])
   target = target.astype(np.float32)
   scores = translation_scores(
-      translated=fidelity.decode_all(plugged, model.entangle(f_ide_a, f_sty_b).numpy()),
-      no_translation=fidelity.decode_all(plugged, z[a]),
-      ceiling=fidelity.decode_all(plugged, plugin.encode_all(plugged, target)),
-      target=target, wrong_identity=fidelity.decode_all(plugged, z[b]))
+      translated=plugin.decode_all(plugged, model.entangle(f_ide_a, f_sty_b).numpy()),
+      no_translation=plugin.decode_all(plugged, z[a]),
+      ceiling=plugin.decode_all(plugged, plugin.encode_all(plugged, target)),
+      target=target, wrong_identity=plugin.decode_all(plugged, z[b]))
   return {"pairs": int(pairs), **scores}
 
 
