@@ -51,7 +51,6 @@ flags.DEFINE_boolean("export", True, "End by exporting the SavedModel to <output
                      "(--noexport to skip).")
 flags.DEFINE_boolean("overwrite", False, "Allow an --output_dir holding a run of another configuration.")
 
-SIZE_TO_ARCHITECTURE = {32: "svhn", 64: "celeba"}
 POSITIVE = ("ali_steps", "fden_steps", "batch_size", "episodes_per_batch", "way", "shot", "query",
             "eval_episodes", "latent_dim", "checkpoint_every", "max_nonfinite_steps", "image_size", "channels")
 
@@ -75,8 +74,9 @@ def build_config():
                                                                        channels="channels"))
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight", checkpoint_every="checkpoint_every")
-  if FLAGS.image_size in SIZE_TO_ARCHITECTURE:  # the paper's choice of ALI model for the image size
-    ali["architecture"] = SIZE_TO_ARCHITECTURE[FLAGS.image_size]
+  size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
+  if FLAGS.image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
+    ali["architecture"] = size_to_architecture[FLAGS.image_size]
   fden = _given(way="way", shot="shot", query="query", steps="fden_steps", eval_episodes="eval_episodes",
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every")
   top = _given(max_nonfinite_steps="max_nonfinite_steps")
