@@ -21,7 +21,11 @@ class DataConfig:
   data_dir: Optional[str] = None
   image_size: int = 32  # 32 for ALI's SVHN model, 64 for its CelebA model
   channels: int = 1
-  test_fraction: float = 0.2  # share of classes held out when a folder has no train/test split
+  test_fraction: float = 0.2  # share of classes held out when a folder or TFDS dataset is split by class
+  # omniglot only: the few-shot protocol ("vinyals": the paper's rotated classes; "lake": background ->
+  # evaluation) and the folder of the Vinyals split lists (None: downloaded once and cached).
+  split: str = "vinyals"
+  splits_dir: Optional[str] = None
   # glyphs only: how many classes to generate and how many of them are held out as unseen test classes.
   glyphs_classes: int = 1200
   glyphs_test_classes: int = 200
@@ -139,6 +143,26 @@ def smoke() -> Config:
                 log_every=50, metrics_samples=200, metrics_mine_steps=50, metrics_translation_pairs=50)
 
 
+def omniglot_cpu() -> Config:
+  """benchmarks/omniglot.py on a 2-core CPU (Table 1 within two hours): the cpu preset's recipe on real
+  Omniglot (Vinyals split, 96,000 training images), with the paper code's latent size 128, ALI for about
+  5 epochs, and 5 queries a class in FDEN's training and test episodes. The benchmark sets way and shot."""
+  return Config(data=DataConfig(dataset="omniglot"),
+                ali=ALIConfig(width=0.25, latent_dim=128, batch_size=64, steps=8000, learning_rate=2e-4,
+                              reconstruction_weight=1.0, checkpoint_every=1000),
+                fden=FDENConfig(hidden_scale=0.5, steps=6000, learning_rate=1e-3, init_stddev=0.05,
+                                dropout=0.0, query=5, checkpoint_every=2000))
+
+
+def omniglot_paper() -> Config:
+  """benchmarks/omniglot.py at the paper's scale, for a GPU: ALI's SVHN model at full width, latent 128 (the
+  paper's code) for 100 epochs of the 96,000 training images, FDEN per Table 2 for 1,000 epochs of 10,000
+  episodes."""
+  return Config(data=DataConfig(dataset="omniglot"),
+                ali=ALIConfig(latent_dim=128, steps=96_000, reconstruction_weight=1.0, checkpoint_every=5000),
+                fden=FDENConfig(steps=625_000, checkpoint_every=10_000))
+
+
 def load(run_dir: str) -> Config:
   """`<run_dir>/config.json` as a Config. Keys this version no longer knows are dropped and missing ones
   take their defaults, so runs written by older versions stay readable."""
@@ -156,7 +180,8 @@ def load(run_dir: str) -> Config:
 # Image size each ALI architecture takes (fden_tf/ali.py's ARCHITECTURES; a test keeps the two in step).
 ARCHITECTURE_IMAGE_SIZE = {"svhn": 32, "celeba": 64}
 
-PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke}
+PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke, "omniglot_cpu": omniglot_cpu,
+           "omniglot_paper": omniglot_paper}
 
 
 def get(name: str) -> Config:

@@ -62,9 +62,8 @@ def check_output_dir(output_dir, config, overwrite):
   nothing: the nearest existing ancestor must be a writable folder."""
   path = os.path.join(output_dir, "config.json")
   if os.path.exists(path) and not overwrite:
-    with open(path) as f:
-      previous = json.load(f)
-    if previous != json.loads(config.to_json()):
+    # Compared as this version reads it, so a field added since the run was written is no difference.
+    if json.loads(config_lib.load(output_dir).to_json()) != json.loads(config.to_json()):
       raise ValueError(f"--output_dir {output_dir} holds a run of a different configuration; pass a new "
                        "--output_dir, or --overwrite to replace it")
   existing = os.path.abspath(output_dir)

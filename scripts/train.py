@@ -5,6 +5,9 @@
     python scripts/train.py --stage=fden --ali_dir=runs/glyphs --way=20 --output_dir=runs/glyphs-20w
     python scripts/train.py --stage=fden --encoder=enc.keras --decoder=dec.keras   # your own network
     python scripts/train.py --dataset=folder --data_dir=my_images/ --image_size=32 --channels=1
+    python scripts/train.py --dataset=omniglot --data_dir=../shared/data/omniglot \
+        --splits_dir=../shared/data/omniglot/splits/vinyals --output_dir=runs/omniglot
+    python scripts/train.py --dataset=oxford_flowers102 --output_dir=runs/flowers   # TFDS, 64x64 RGB
     python scripts/train.py --flagfile=my.flags
 
 Flags only live here; the library receives one Config (fden_tf/config.py). Exit status: 0 done, 2 bad
@@ -20,10 +23,19 @@ from absl import logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "cpu", ["cpu", "paper", "smoke"], "Named configuration preset (fden_tf/config.py).")
-flags.DEFINE_string("dataset", "glyphs", "Dataset: glyphs (embedded) or folder (--data_dir of class folders).")
-flags.DEFINE_string("data_dir", None, "Folder the dataset is read from (datasets that need one).")
-flags.DEFINE_integer("image_size", None, "Square image size: 32 (ALI's SVHN model) or 64 (its CelebA model).")
-flags.DEFINE_integer("channels", None, "1 (grayscale) or 3 (RGB).")
+flags.DEFINE_string("dataset", "glyphs", "Dataset: glyphs (embedded), omniglot, folder (--data_dir of class "
+                    "folders), or any TFDS image-classification dataset by name (e.g. oxford_flowers102).")
+flags.DEFINE_string("data_dir", None, "Folder the dataset is read from: for omniglot the folder holding "
+                    "images_background.zip and images_evaluation.zip (else TFDS is used); for folder your class "
+                    "folders; for TFDS datasets TFDS's data directory.")
+flags.DEFINE_enum("split", "vinyals", ["vinyals", "lake"], "Omniglot protocol: vinyals (the paper's: rotations "
+                  "as classes, trainval.txt / test.txt) or lake (images_background -> images_evaluation).")
+flags.DEFINE_string("splits_dir", None, "Folder holding the Vinyals split lists trainval.txt and test.txt "
+                    "(default: downloaded once from jakesnell/prototypical-networks and cached).")
+flags.DEFINE_integer("image_size", None, "Square image size: 32 (ALI's SVHN model) or 64 (its CelebA model); "
+                     "default 32 for glyphs, omniglot and folder, 64 for TFDS datasets.")
+flags.DEFINE_integer("channels", None, "1 (grayscale) or 3 (RGB); default 1 for glyphs, omniglot and folder, 3 "
+                     "for TFDS datasets.")
 flags.DEFINE_string("output_dir", "runs/glyphs", "Where checkpoints, metrics and figures go; re-running the "
                     "same command on it resumes.")
 flags.DEFINE_enum("stage", "all", ["all", "ali", "fden"], "Train ALI then FDEN (all), or one of them.")
@@ -69,14 +81,17 @@ def build_config():
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
     raise ValueError("--latent_dim is the plugged network's own size; drop it when plugging --ali_dir or "
                      "--encoder")
+  from fden_tf.data import datasets
   config = config_lib.get(FLAGS.preset)
-  data = dict(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, **_given(image_size="image_size",
-                                                                       channels="channels"))
+  image_size, channels = datasets.default_image_shape(FLAGS.dataset)
+  image_size, channels = FLAGS.image_size or image_size, FLAGS.channels or channels
+  data = dict(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, splits_dir=FLAGS.splits_dir,
+              image_size=image_size, channels=channels)
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight", checkpoint_every="checkpoint_every")
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
-  if FLAGS.image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
-    ali["architecture"] = size_to_architecture[FLAGS.image_size]
+  if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
+    ali["architecture"] = size_to_architecture[image_size]
   fden = _given(way="way", shot="shot", query="query", steps="fden_steps", eval_episodes="eval_episodes",
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every")
   top = _given(max_nonfinite_steps="max_nonfinite_steps")

@@ -2,7 +2,7 @@
 
 Two layouts: `<data_dir>/train/<class>/...` and `<data_dir>/test/<class>/...` (the split is yours), or
 `<data_dir>/<class>/...`, split into class-disjoint train and test classes by a seeded shuffle. Images
-are converted to grayscale or RGB and resized (Lanczos) to a square `image_size`.
+are center-cropped to a square, converted to grayscale or RGB and resized (Lanczos) to `image_size`.
 """
 
 import os
@@ -10,7 +10,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from fden_tf.data.split import FewShotData, Split
+from fden_tf.data.split import FewShotData, Split, split_classes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SPLIT_FOLDERS = ("train", "test")
@@ -30,11 +30,21 @@ def _class_folders(folder):
   return found
 
 
+def to_square_array(image, image_size, channels):
+  """A PIL image or uint8 array as float32 [image_size, image_size, channels] in [0, 1]: the central square
+  crop, resized with the Lanczos filter."""
+  im = image if isinstance(image, Image.Image) else Image.fromarray(np.squeeze(image))
+  w, h = im.size
+  side = min(w, h)
+  im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+  im = im.convert("L" if channels == 1 else "RGB").resize((image_size, image_size), Image.LANCZOS)
+  return np.asarray(im, np.float32).reshape(image_size, image_size, channels) / 255.0
+
+
 def _read_image(path, image_size, channels):
   try:
     with Image.open(path) as im:
-      im = im.convert("L" if channels == 1 else "RGB").resize((image_size, image_size), Image.LANCZOS)
-      return np.asarray(im, np.float32).reshape(image_size, image_size, channels) / 255.0
+      return to_square_array(im, image_size, channels)
   except (OSError, ValueError) as e:
     raise ValueError(f"cannot read image {path}: {e}") from None
 
@@ -67,8 +77,6 @@ def load_image_folder(data_dir, image_size=32, channels=1, test_fraction=0.2, se
     classes = _class_folders(data_dir)
     if len(classes) < 2:
       raise ValueError(f"{data_dir} has {len(classes)} class folder; a few-shot split needs at least 2")
-    order = np.random.default_rng(seed).permutation(len(classes))
-    n_test = min(len(classes) - 1, max(1, int(round(test_fraction * len(classes)))))
-    test = [classes[i] for i in sorted(order[:n_test])]
-    train = [classes[i] for i in sorted(order[n_test:])]
+    train_ids, test_ids = split_classes(len(classes), test_fraction, seed)
+    train, test = [classes[i] for i in train_ids], [classes[i] for i in test_ids]
   return FewShotData(name, _split(train, image_size, channels), _split(test, image_size, channels))

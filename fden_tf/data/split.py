@@ -50,6 +50,16 @@ class FewShotData:
   test: Split
 
 
+def split_classes(num_classes: int, test_fraction: float, seed: int):
+  """Sorted (train, test) class indices: a seeded shuffle holds out round(test_fraction * num_classes)
+  classes (at least one, and at least one left to train on)."""
+  if num_classes < 2:
+    raise ValueError(f"a few-shot split needs at least 2 classes, got {num_classes}")
+  order = np.random.default_rng(seed).permutation(num_classes)
+  n_test = min(num_classes - 1, max(1, int(round(test_fraction * num_classes))))
+  return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
 def check_episode_shape(labels: np.ndarray, way: int, shot: int, query: int, split_name: str = "this split"):
   """Raises ValueError, naming the flag to change, when C-way K-shot episodes with Q queries per class
   cannot be drawn from `labels`. Returns the per-class sample counts."""
