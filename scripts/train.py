@@ -15,6 +15,7 @@ input (one `error:` line, nothing written), 1 training diverged beyond recovery.
 """
 
 import json
+import os
 import sys
 
 from absl import app
@@ -22,9 +23,11 @@ from absl import flags
 from absl import logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "cpu", ["cpu", "paper", "smoke"], "Named configuration preset (fden_tf/config.py).")
-flags.DEFINE_string("dataset", "glyphs", "Dataset: glyphs (embedded), omniglot, folder (--data_dir of class "
-                    "folders), or any TFDS image-classification dataset by name (e.g. oxford_flowers102).")
+flags.DEFINE_enum("preset", "cpu", ["cpu", "paper", "smoke", "omniglot_cpu", "omniglot_paper"],
+                  "Named configuration preset (fden_tf/config.py).")
+flags.DEFINE_string("dataset", None, "Dataset (default: the preset's; glyphs for cpu): glyphs (embedded), "
+                    "omniglot, folder (--data_dir of class folders), or any TFDS image-classification dataset by "
+                    "name (e.g. oxford_flowers102).")
 flags.DEFINE_string("data_dir", None, "Folder the dataset is read from: for omniglot the folder holding "
                     "images_background.zip and images_evaluation.zip (else TFDS is used); for folder your class "
                     "folders; for TFDS datasets TFDS's data directory.")
@@ -36,8 +39,8 @@ flags.DEFINE_integer("image_size", None, "Square image size: 32 (ALI's SVHN mode
                      "default 32 for glyphs, omniglot and folder, 64 for TFDS datasets.")
 flags.DEFINE_integer("channels", None, "1 (grayscale) or 3 (RGB); default 1 for glyphs, omniglot and folder, 3 "
                      "for TFDS datasets.")
-flags.DEFINE_string("output_dir", "runs/glyphs", "Where checkpoints, metrics and figures go; re-running the "
-                    "same command on it resumes.")
+flags.DEFINE_string("output_dir", None, "Where checkpoints, metrics and figures go (default runs/<dataset>); "
+                    "re-running the same command on it resumes.")
 flags.DEFINE_enum("stage", "all", ["all", "ali", "fden"], "Train ALI then FDEN (all), or one of them.")
 flags.DEFINE_string("ali_dir", None, "Output directory of an earlier ALI run to plug FDEN into.")
 flags.DEFINE_string("encoder", None, "Your own frozen encoder (.keras file or SavedModel dir), with --decoder.")
@@ -83,9 +86,12 @@ def build_config():
                      "--encoder")
   from fden_tf.data import datasets
   config = config_lib.get(FLAGS.preset)
-  image_size, channels = datasets.default_image_shape(FLAGS.dataset)
+  dataset = FLAGS.dataset or config.data.dataset
+  image_size, channels = datasets.default_image_shape(dataset)
   image_size, channels = FLAGS.image_size or image_size, FLAGS.channels or channels
-  data = dict(dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, splits_dir=FLAGS.splits_dir,
+  if FLAGS.output_dir is None:
+    FLAGS.output_dir = os.path.join("runs", dataset)
+  data = dict(dataset=dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, splits_dir=FLAGS.splits_dir,
               image_size=image_size, channels=channels)
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight", checkpoint_every="checkpoint_every")

@@ -145,6 +145,10 @@ def _bad_inputs(tmp_path, uninterrupted):
       "empty data dir": (["--dataset=folder", f"--data_dir={empty}"], "holds no class folders"),
       "data dir lacks a split": (["--dataset=folder", f"--data_dir={tmp_path / 'only_train'}"],
                                  "no test/ split"),
+      "omniglot split lists missing": (["--dataset=omniglot", f"--data_dir={empty}", f"--splits_dir={empty}"],
+                                       "has no trainval.txt"),
+      "omniglot without archives": (["--dataset=omniglot", "--split=lake", f"--data_dir={empty}"],
+                                    "holds neither images_background.zip"),
       "way above test classes": (["--way=500"], "larger than the 20 classes"),
       "shot + query above samples": (["--shot=8", "--query=5"], "exceeds the 10 samples"),
       "ali_dir image size": (["--stage=fden", f"--ali_dir={_fake_ali_dir(tmp_path / 'a64', (64, 64, 1))}"],
@@ -165,6 +169,7 @@ def _bad_inputs(tmp_path, uninterrupted):
 
 
 BAD_INPUT_CASES = ["unknown dataset", "missing data dir", "empty data dir", "data dir lacks a split",
+                   "omniglot split lists missing", "omniglot without archives",
                    "way above test classes", "shot + query above samples", "ali_dir image size",
                    "ali_dir channels", "ali_dir latent size", "ali_dir without checkpoint",
                    "ali_dir corrupted checkpoint", "output dir not writable", "non-positive ALI steps",
