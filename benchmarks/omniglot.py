@@ -5,8 +5,8 @@
     python benchmarks/omniglot.py --preset=paper --data_dir=...      # the paper's scale, for a GPU
 
 Trains ALI once on the 4,800 training classes of the Vinyals split (rotations as classes), then FDEN once per
-setting (5-way 1-shot, 5-way 5-shot, 20-way 1-shot: each trained with its own episode shape) and evaluates
-each on 1,000 episodes of the 1,692 unseen test classes: nearest prototype on f_ide (FDEN), and on the same
+setting (5-way 1-shot, 5-way 5-shot, 20-way 1-shot: each trained with its own episode shape, `EPISODES`) and
+evaluates each on 1,000 episodes of the 1,692 unseen test classes: nearest prototype on f_ide (FDEN), and on the same
 episodes on the raw latent z (does the alignment help?) and on f_sty (identity leaking into style: lower is
 better). Every run is an ordinary output directory of the pipeline (resumable: re-running the command
 continues where it stopped); the benchmark writes <output_dir>/results.json and results.md (the table) and
@@ -44,21 +44,39 @@ PAPER = {"5w1s": {"fden": 88.3, "protonet": 98.8},
          "20w1s": {"fden": 82.6, "protonet": 96.0}}
 
 
+# Queries per class, in training and test episodes, by setting: 5 where an episode is small (more signal a
+# step for the same few classes), 1 for 20-way (the paper's; 20 queries an episode already). FDEN steps cost in
+# proportion to the rows of a batch, 16 episodes x way x (shot + query): 480 / 800 / 640 here.
+QUERIES = {"5w1s": 5, "5w5s": 5, "20w1s": 1}
+DEFAULT_QUERIES = 1
+
+
 def parse_setting(text):
   way, _, shot = text.lower().rstrip("s").partition("w")
   if not (way.isdigit() and shot.isdigit() and int(way) > 0 and int(shot) > 0):
     raise ValueError(f"--settings: {text!r} is not of the form <way>w<shot>s, e.g. 5w1s")
-  return int(way), int(shot)
+  return {"way": int(way), "shot": int(shot), "query": QUERIES.get(text.lower(), DEFAULT_QUERIES)}
+
+
+def recorded_seconds(run_dir):
+  """The stage times a finished earlier invocation recorded in `run_dir`/metrics.json (None if none):
+  a resumed benchmark counts a stage at the time it took when it actually ran."""
+  path = os.path.join(run_dir, "metrics.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f).get("seconds")
 
 
 def markdown_table(results):
   pct = lambda r: f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
-  rows = ["| setting | FDEN (paper) | ProtoNet (paper) | **f_ide (ours)** | z (no FDEN) | f_sty (lower = better) |",
-          "|---|---|---|---|---|---|"]
+  rows = ["| setting | FDEN (paper) | ProtoNet (paper) | **f_ide (ours)** | z (no FDEN) | f_sty (lower = better) "
+          "| queries/class |",
+          "|---|---|---|---|---|---|---|"]
   for name, r in results["settings"].items():
     paper = PAPER.get(name, {})
     rows.append(f"| {r['way']}-way {r['shot']}-shot | {paper.get('fden', '–')} | {paper.get('protonet', '–')} | "
-                f"**{pct(r['f_ide'])}** | {pct(r['z'])} | {pct(r['f_sty'])} |")
+                f"**{pct(r['f_ide'])}** | {pct(r['z'])} | {pct(r['f_sty'])} | {r['query']} |")
   return "\n".join(rows) + "\n"
 
 
@@ -74,10 +92,12 @@ def main(argv):
                       if v}
     config = config.replace(data={"data_dir": FLAGS.data_dir, "splits_dir": FLAGS.splits_dir}, ali=overrides,
                             fden=fden_overrides)
+    # The ALI run records no FDEN settings of its own (it uses none): the FDEN runs below hold them.
+    ali_config = config.replace(fden=config_lib.FDENConfig())
     output_dir = FLAGS.output_dir or os.path.join("runs", f"omniglot_{FLAGS.preset}")
     ali_dir = os.path.join(output_dir, "ali_run")
     t = time.time()
-    config, data = preflight.check(config, ali_dir, stage="ali")
+    ali_config, data = preflight.check(ali_config, ali_dir, stage="ali")
     load_seconds = time.time() - t
   except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -87,27 +107,29 @@ def main(argv):
   start = time.time()
   print(f"omniglot: {data.train.num_classes} train classes ({len(data.train.images)} images), "
         f"{data.test.num_classes} test classes ({len(data.test.images)} images), loaded in {load_seconds:.0f} s")
-  ali_metrics = pipeline.train_and_evaluate(config, ali_dir, stage="ali", show_progress=FLAGS.progress,
+  earlier = recorded_seconds(ali_dir)
+  ali_metrics = pipeline.train_and_evaluate(ali_config, ali_dir, stage="ali", show_progress=FLAGS.progress,
                                             export=False, data=data)
   results = {"preset": "omniglot_" + FLAGS.preset, "config": config.to_dict(), "machine": _machine(),
              "ali": {"reconstruction_mse": ali_metrics["ali"]["reconstruction_mse"],
-                     "seconds": ali_metrics["seconds"]["ali"], "dir": ali_dir},
+                     "seconds": (earlier or ali_metrics["seconds"])["ali"], "dir": ali_dir},
              "settings": {}, "data_seconds": load_seconds}
-  for name, (way, shot) in settings.items():
+  for name, episode in settings.items():
     run_dir = os.path.join(output_dir, name)
-    run_config = config.replace(fden={"way": way, "shot": shot})
+    run_config = config.replace(fden=episode)
+    earlier = recorded_seconds(run_dir)
     m = pipeline.train_and_evaluate(run_config, run_dir, stage="fden", ali_dir=ali_dir,
                                     show_progress=FLAGS.progress, export=False, data=data)
     results["settings"][name] = {
-        "way": way, "shot": shot, "query": run_config.fden.query, "episodes": m["fewshot"]["episodes"],
+        **episode, "episodes": m["fewshot"]["episodes"],
         "f_ide": _acc(m["fewshot"]), "z": _acc(m["fewshot_baselines"]["z"]),
         "f_sty": _acc(m["fewshot_baselines"]["f_sty"]), "paper": PAPER.get(name),
-        "fden_steps": run_config.fden.steps, "seconds": m["seconds"], "dir": run_dir}
+        "fden_steps": run_config.fden.steps, "seconds": earlier or m["seconds"], "dir": run_dir}
     print(f"{name}: f_ide {100 * m['fewshot']['accuracy']:.2f}% "
           f"(z {100 * m['fewshot_baselines']['z']['accuracy']:.2f}%, "
           f"f_sty {100 * m['fewshot_baselines']['f_sty']['accuracy']:.2f}%)", flush=True)
   # Wall time of this invocation, and the sum of every stage's recorded time (equal for an uninterrupted
-  # run; a resumed run's earlier stages count at their recorded times).
+  # run; a resumed run's finished stages count at the times they took when they ran).
   results["wall_seconds_this_invocation"] = time.time() - start + load_seconds
   results["stage_seconds_total"] = load_seconds + results["ali"]["seconds"] + sum(
       sum(r["seconds"].values()) for r in results["settings"].values())
