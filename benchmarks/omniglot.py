@@ -58,16 +58,6 @@ def parse_setting(text):
   return {"way": int(way), "shot": int(shot), "query": QUERIES.get(text.lower(), DEFAULT_QUERIES)}
 
 
-def recorded_seconds(run_dir):
-  """The stage times a finished earlier invocation recorded in `run_dir`/metrics.json (None if none):
-  a resumed benchmark counts a stage at the time it took when it actually ran."""
-  path = os.path.join(run_dir, "metrics.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f).get("seconds")
-
-
 def markdown_table(results):
   pct = lambda r: f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
   rows = ["| setting | FDEN (paper) | ProtoNet (paper) | **f_ide (ours)** | z (no FDEN) | f_sty (lower = better) "
@@ -107,31 +97,31 @@ def main(argv):
   start = time.time()
   print(f"omniglot: {data.train.num_classes} train classes ({len(data.train.images)} images), "
         f"{data.test.num_classes} test classes ({len(data.test.images)} images), loaded in {load_seconds:.0f} s")
-  earlier = recorded_seconds(ali_dir)
-  ali_metrics = pipeline.train_and_evaluate(ali_config, ali_dir, stage="ali", show_progress=FLAGS.progress,
-                                            export=False, data=data)
+  ali_metrics = finished_run(ali_dir, ali_config) or pipeline.train_and_evaluate(
+      ali_config, ali_dir, stage="ali", show_progress=FLAGS.progress, export=False, data=data)
   results = {"preset": "omniglot_" + FLAGS.preset, "config": config.to_dict(), "machine": _machine(),
              "ali": {"reconstruction_mse": ali_metrics["ali"]["reconstruction_mse"],
-                     "seconds": (earlier or ali_metrics["seconds"])["ali"], "dir": ali_dir},
+                     "training_seconds": _training_seconds(ali_metrics["ali_train"]), "dir": ali_dir},
              "settings": {}, "data_seconds": load_seconds}
   for name, episode in settings.items():
     run_dir = os.path.join(output_dir, name)
     run_config = config.replace(fden=episode)
-    earlier = recorded_seconds(run_dir)
-    m = pipeline.train_and_evaluate(run_config, run_dir, stage="fden", ali_dir=ali_dir,
-                                    show_progress=FLAGS.progress, export=False, data=data)
+    m = finished_run(run_dir, run_config) or pipeline.train_and_evaluate(
+        run_config, run_dir, stage="fden", ali_dir=ali_dir, show_progress=FLAGS.progress, export=False,
+        data=data)
     results["settings"][name] = {
         **episode, "episodes": m["fewshot"]["episodes"],
         "f_ide": _acc(m["fewshot"]), "z": _acc(m["fewshot_baselines"]["z"]),
         "f_sty": _acc(m["fewshot_baselines"]["f_sty"]), "paper": PAPER.get(name),
-        "fden_steps": run_config.fden.steps, "seconds": earlier or m["seconds"], "dir": run_dir}
+        "fden_steps": run_config.fden.steps, "dir": run_dir,
+        "seconds": dict(m["seconds"], fden=_training_seconds(m["fden_train"]))}
     print(f"{name}: f_ide {100 * m['fewshot']['accuracy']:.2f}% "
           f"(z {100 * m['fewshot_baselines']['z']['accuracy']:.2f}%, "
           f"f_sty {100 * m['fewshot_baselines']['f_sty']['accuracy']:.2f}%)", flush=True)
-  # Wall time of this invocation, and the sum of every stage's recorded time (equal for an uninterrupted
-  # run; a resumed run's finished stages count at the times they took when they ran).
+  # Wall time of this invocation, and the sum of every stage's time (equal for an uninterrupted run; for a
+  # resumed one, training counts at what its train_log recorded).
   results["wall_seconds_this_invocation"] = time.time() - start + load_seconds
-  results["stage_seconds_total"] = load_seconds + results["ali"]["seconds"] + sum(
+  results["stage_seconds_total"] = load_seconds + results["ali"]["training_seconds"] + sum(
       sum(r["seconds"].values()) for r in results["settings"].values())
   table = markdown_table(results)
   files.write_json(os.path.join(output_dir, "results.json"), results)
@@ -141,6 +131,26 @@ def main(argv):
     shutil.copyfile(os.path.join(output_dir, first, figure), os.path.join(output_dir, f"omniglot_{figure}"))
   print(table)
   print(f"wrote {output_dir}/results.json and results.md; total {results['stage_seconds_total'] / 60:.1f} min")
+
+
+def finished_run(run_dir, config):
+  """The metrics.json of a run an earlier invocation finished with this configuration (None otherwise), so a
+  re-run reads finished runs back instead of re-evaluating them."""
+  from fden_tf import config as config_lib
+  path = os.path.join(run_dir, "metrics.json")
+  if not os.path.exists(path) or config_lib.load(run_dir).to_json() != config_lib.Config.from_dict(
+      json.loads(config.to_json())).to_json():
+    return None  # not finished, or another configuration (which the pipeline then refuses)
+  with open(path) as f:
+    metrics = json.load(f)
+  done = metrics["stage"] == "ali" or "fewshot" in metrics
+  return metrics if done else None
+
+
+def _training_seconds(train_metrics):
+  """Training time of a stage from its train_log (what `training_loop.run` returns, also when the stage had
+  finished in an earlier invocation). A stage resumed after an interruption counts from the resume only."""
+  return train_metrics["seconds"]
 
 
 def _acc(result):
