@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from fden_tf import config as config_lib
+from fden_tf import distribute
 from fden_tf import export as export_lib
 from fden_tf import fden as fden_lib
 from fden_tf import metrics as metrics_lib
@@ -63,7 +64,7 @@ def _translation_pairs(split, pairs, seed):
 
 def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = "all", ali_dir=None,
                        plugged=None, overwrite=False, show_progress=True, nonfinite_steps=None,
-                       export=True, data=None) -> dict:
+                       export=True, data=None, strategy="auto") -> dict:
   """Runs `stage` ("all", "ali" or "fden") and returns the metrics written to metrics.json.
 
   plugged: a frozen encoder/decoder (`plugin.FrozenAutoencoder`) to disentangle instead of ALI; with it,
@@ -71,9 +72,19 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
   anything is written. nonfinite_steps: {"ali": [...], "fden": [...]} steps whose loss is made NaN, to
   test the divergence guard. export: end by exporting the SavedModel (ALI runs only). data: the dataset,
   when the caller has loaded it already (scripts/train.py does, in its TensorFlow-free preflight).
+  strategy: where training runs, "auto", "mirrored", "multiworker", "one_device" or a
+  `tf.distribute.Strategy` (fden_tf/distribute.py). It is not part of the config, so a run can resume on
+  other hardware. Batch sizes stay global. On a cluster only the chief writes `output_dir`; the other
+  workers train with it and return after FDEN training.
   """
-  # Phase 0: check every input before writing anything.
+  # Phase 0: check every input before writing anything. A multi-worker strategy comes first: it must be
+  # created before TensorFlow runs anything in the process.
+  strategy = distribute.get_strategy(strategy)
   config, data = preflight.check(config, output_dir, stage, ali_dir, plugged is not None, overwrite, data)
+  distribute.check_divisible(strategy, config.fden.episodes_per_batch, "--episodes_per_batch")
+  if plugged is None and not ali_dir:
+    distribute.check_divisible(strategy, config.ali.batch_size, "--batch_size")
+  chief = distribute.is_chief(strategy)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
@@ -88,31 +99,37 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     ali_model, _ = runs.load_ali(ali_dir)  # checked by preflight; a corrupted checkpoint fails here
     metrics["plugged"] = {"kind": "ali", "ali_dir": os.path.abspath(ali_dir)}
   elif plugged is None:
-    ali_model = train_ali.build_ali(config.ali, data.train.image_shape, data.train.images)
+    with strategy.scope():
+      ali_model = train_ali.build_ali(config.ali, data.train.image_shape, data.train.images)
     metrics["plugged"] = {"kind": "ali"}  # trained here: the run directory holds it
   else:
     metrics["plugged"] = {"kind": plugged.name}
-  _make_output_dir(output_dir)
-  files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
+  if chief:  # the other workers of a cluster write only to a scratch folder (record_dir)
+    _make_output_dir(output_dir)
+    files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
   guard = training_loop.Guard(config.max_nonfinite_steps, config.recovery_lr_factor)
-  with summaries_lib.RunSummaries(output_dir) as summaries:
+  with distribute.ScratchDir(chief, output_dir, "run") as record_dir, \
+      summaries_lib.RunSummaries(record_dir) as summaries:
     # Phase 1: the plugged network (train ALI, or use the one given).
     t = time.time()
     if plugged is None:
       if not ali_dir:
         ali_workdir = os.path.join(output_dir, "ali")
-        os.makedirs(ali_workdir, exist_ok=True)
-        files.write_json(os.path.join(ali_workdir, "network.json"),
-                         _network_record(config.ali, data.train.image_shape))
+        if chief:
+          os.makedirs(ali_workdir, exist_ok=True)
+          files.write_json(os.path.join(ali_workdir, "network.json"),
+                           _network_record(config.ali, data.train.image_shape))
         summaries.image_hooks["ali"] = _ali_images(ali_model, data.test.images, config.seed)
         metrics["ali_train"] = train_ali.train(ali_model, config.ali, data.train.images, ali_workdir,
                                                seed=config.seed, show_progress=show_progress,
                                                log_every=config.log_every, guard=guard,
                                                nonfinite_steps=nonfinite_steps.get("ali", ()),
-                                               hooks=summaries)
+                                               hooks=summaries, strategy=strategy)
       plugged = plugin.from_ali(ali_model)
     timings["ali"] = time.time() - t
-    if ali_model is not None:
+    if not chief and stage == "ali":
+      return dict(metrics, worker=distribute.worker_name(strategy))
+    if ali_model is not None and chief:
       metrics["ali"] = {"reconstruction_mse": train_ali.reconstruction_error(ali_model, data.test.images)}
     if stage == "ali":
       metrics["seconds"] = timings
@@ -129,7 +146,8 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
 
     # Phase 3: FDEN.
     t = time.time()
-    model = fden_lib.FDEN.from_config_section(z_train.shape[1], config.fden)
+    with strategy.scope():
+      model = fden_lib.FDEN.from_config_section(z_train.shape[1], config.fden)
     images_a, images_b = _translation_pairs(data.test, pairs=4, seed=config.seed)
     summaries.image_hooks["fden"] = lambda: {"fden/translation": visualize.translation_mosaic(
         visualize.translation_grid(plugged, model, images_a, images_b))[None]}
@@ -137,8 +155,10 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
                                              os.path.join(output_dir, "fden"), seed=config.seed,
                                              show_progress=show_progress, log_every=config.log_every,
                                              guard=guard, nonfinite_steps=nonfinite_steps.get("fden", ()),
-                                             hooks=summaries)
+                                             hooks=summaries, strategy=strategy)
     timings["fden"] = time.time() - t
+    if not chief:  # evaluation, figures and export are the chief's
+      return dict(metrics, worker=distribute.worker_name(strategy))
 
     # Phase 4: few-shot evaluation on unseen classes, from f_ide (and baselines on z and f_sty).
     bar = progress_lib.Progress(4, "evaluation", enabled=show_progress, unit="phase")

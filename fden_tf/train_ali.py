@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from fden_tf import ali as ali_lib
 from fden_tf import checkpoints
+from fden_tf import distribute
 from fden_tf import gradients
 from fden_tf import losses
 from fden_tf import preflight
@@ -24,29 +25,53 @@ def make_optimizer(c):
   return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
 
 
-def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, images, ali_config, seed: int):
-  """The compiled ALI step `step_fn(step, poison) -> metrics`.
+def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
+  """`inputs(step, replica, replicas) -> {"x", "eps", "z_prior"}`: one replica's share of step `step`'s
+  batch. The global batch is one device's: `batch_size` images of that step's slice of the epoch's
+  permutation, the posterior noise eps and the prior draws z, all from (seed, step); replica r of R takes
+  rows [r B / R, (r + 1) B / R) of each (whole images). Shapes as the step saw them when it drew its own
+  batch: x with an unknown batch dimension, the noise with a known one (CPU kernels sum in another order
+  when a shape is static, and one-device runs keep the numbers of earlier versions bit for bit)."""
+  batch_size = ali_config.batch_size
+  batch_of = batch_indices_fn(len(images), batch_size, seed)
+  with tf.device("/cpu:0"):  # input is made on the host (tf.data), whatever the replicas' devices
+    images = tf.convert_to_tensor(images, tf.float32)
+
+  def inputs(step, replica, replicas):
+    noise_seed = tf.stack([tf.constant(seed, tf.int64), step])
+    posterior_seed, prior_seed = tf.unstack(tf.random.experimental.stateless_split(noise_seed, 2))
+    per_replica = batch_size // replicas
+    rows = slice(replica * per_replica, (replica + 1) * per_replica)
+    noise = lambda seed: tf.reshape(tf.random.stateless_normal([batch_size, latent_dim], seed)[rows],
+                                    [per_replica, latent_dim])
+    return {"x": tf.gather(images, batch_of(step)[rows]), "eps": noise(posterior_seed),
+            "z_prior": noise(prior_seed)}
+
+  return inputs
+
+
+def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, ali_config, strategy=None, batch_spec=None):
+  """The compiled ALI step `step_fn(batch, poison) -> metrics`, for a batch from `replica_inputs_fn`
+  (`batch_spec`: its type spec, `StepInputs.element_spec`, to trace once for every step).
 
   One forward pass, then the discriminator and the encoder/generator each descend their own loss from
   gradients taken at the same point (as in ALI's code). The batch and all noise are functions of
   (seed, step), so a resumed run replays the same steps. A non-finite loss or gradient applies nothing
-  (`finite` is False); `poison` is added to the losses (0, or NaN to test that guard).
+  (`finite` is False); `poison` is added to the losses (0, or NaN to test that guard). Under a strategy
+  each replica differentiates its 1/R share of the global-batch losses, and the gradients are summed over
+  replicas before the finiteness test.
   """
   enc, gen, disc = ali.encoder, ali.generator, ali.discriminator
+  strategy = strategy or tf.distribute.get_strategy()
   g_vars = enc.trainable_variables + gen.trainable_variables
   d_vars = disc.trainable_variables
   weight = ali_config.reconstruction_weight
-  batch_of = batch_indices_fn(len(images), ali_config.batch_size, seed)
-  images = tf.convert_to_tensor(images, tf.float32)
 
-  @tf.function
-  def step_fn(step, poison):
-    x = tf.gather(images, batch_of(step))
-    noise_seed = tf.stack([tf.constant(seed, tf.int64), step])
-    posterior_seed, prior_seed = tf.unstack(tf.random.experimental.stateless_split(noise_seed, 2))
-    eps = tf.random.stateless_normal([ali_config.batch_size, ali.latent_dim], posterior_seed)
-    z_prior = tf.random.stateless_normal([ali_config.batch_size, ali.latent_dim], prior_seed)
-    with tf.GradientTape(persistent=True) as tape:
+  def replica_step(batch, poison):
+    replicas = distribute.replicas_in_sync()
+    x, eps, z_prior = batch["x"], batch["eps"], batch["z_prior"]
+    with tf.control_dependencies([distribute.check_replica(batch)]), \
+        tf.GradientTape(persistent=True) as tape:
       z_hat = enc.sample(x, eps, training=True)  # encoder pair (x, G_z(x))
       if weight:
         # One generator call for prior samples and reconstructions, so batch norm sees one batch.
@@ -59,21 +84,33 @@ def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, images, ali_conf
       g_loss = losses.ali_generator_loss(logit_real, logit_fake) + poison
       rec = losses.pixel_reconstruction_loss(x, x_rec) if weight else tf.constant(0.0)
       g_total = g_loss + weight * rec
-    d_grads = tape.gradient(d_loss, d_vars)
-    g_grads = tape.gradient(g_total, g_vars)
-    finite = gradients.all_finite([d_loss, g_total] + d_grads + g_grads)
+      d_share, g_share = d_loss / replicas, g_total / replicas
+    d_grads = tape.gradient(d_share, d_vars)
+    g_grads = tape.gradient(g_share, g_vars)
+    metrics = {"d_loss": d_loss, "g_loss": g_loss, "reconstruction": rec, "g_total": g_total,
+               "d_real": tf.reduce_mean(tf.sigmoid(logit_real)),
+               "d_fake": tf.reduce_mean(tf.sigmoid(logit_fake))}
+    # Global gradients and global-batch means (identity on one replica).
+    d_grads, g_grads, metrics = distribute.all_sum(
+        (d_grads, g_grads, {k: v / replicas for k, v in metrics.items()}))
+    metrics["finite"] = gradients.all_finite([metrics.pop("g_total"), metrics["d_loss"]] + d_grads + g_grads)
+    return (d_grads, g_grads), metrics
+
+  def step_fn(batch, poison):
+    (d_grads, g_grads), metrics = strategy.run(replica_step, args=(batch, poison))
+    metrics = distribute.local_value(strategy, metrics)  # the same on every replica
 
     def apply():
-      d_optimizer.apply(d_grads, d_vars)
-      g_optimizer.apply(g_grads, g_vars)
+      distribute.apply_gradients(strategy, d_optimizer, d_grads, d_vars)
+      distribute.apply_gradients(strategy, g_optimizer, g_grads, g_vars)
       return tf.constant(True)
 
-    tf.cond(finite, apply, lambda: tf.constant(False))
-    return {"d_loss": d_loss, "g_loss": g_loss, "reconstruction": rec,
-            "d_real": tf.reduce_mean(tf.sigmoid(logit_real)), "d_fake": tf.reduce_mean(tf.sigmoid(logit_fake)),
-            "finite": finite}
+    tf.cond(metrics["finite"], apply, lambda: tf.constant(False))
+    return metrics
 
-  return step_fn
+  signature = None if batch_spec is None else [batch_spec, tf.TensorSpec([], tf.float32)]
+  # No autograph: the step has no tensor-dependent Python control flow (and traces faster without it).
+  return tf.function(step_fn, input_signature=signature, autograph=False)
 
 
 def batch_indices_fn(num_images: int, batch_size: int, seed: int):
@@ -104,22 +141,31 @@ def reconstruction_error(ali: ali_lib.ALI, images: np.ndarray, batch_size: int =
 
 def train(ali: ali_lib.ALI, ali_config, images: np.ndarray, workdir: str, seed: int = 0,
           show_progress: bool = True, log_every: int = 100, guard=training_loop.Guard(),
-          nonfinite_steps=(), hooks=None) -> dict:
+          nonfinite_steps=(), hooks=None, strategy=None) -> dict:
   """Trains ALI for `ali_config.steps` steps, resuming from the newest checkpoint under `workdir`.
 
   Returns the last logging window's mean metrics. Checkpoints: `workdir/checkpoints` (ALI, both optimizers,
-  step). guard: the divergence guard's settings (training_loop.Guard).
+  step). guard: the divergence guard's settings (training_loop.Guard). strategy: a
+  `tf.distribute.Strategy` whose scope `ali` was built in (default: one device); `batch_size` is the
+  global batch and must split evenly over its replicas. Only the chief writes checkpoints and logs.
   """
   c = ali_config
-  d_opt, g_opt = make_optimizer(c), make_optimizer(c)
-  # Build the optimizers eagerly: slot variables then exist before the first compiled step (and before
-  # a restore), which also avoids keras#23085 under tf.distribute.
-  d_opt.build(ali.discriminator.trainable_variables)
-  g_opt.build(ali.encoder.trainable_variables + ali.generator.trainable_variables)
+  strategy = strategy or tf.distribute.get_strategy()
+  distribute.check_divisible(strategy, c.batch_size, "ALI batch_size")
+  if strategy.num_replicas_in_sync > 1:
+    distribute.synchronize_batch_norm(ali)
+  with strategy.scope():
+    d_opt, g_opt = make_optimizer(c), make_optimizer(c)
+    # Build the optimizers eagerly: slot variables then exist before the first compiled step (and before
+    # a restore), which also avoids keras#23085 under tf.distribute.
+    d_opt.build(ali.discriminator.trainable_variables)
+    g_opt.build(ali.encoder.trainable_variables + ali.generator.trainable_variables)
   stage = training_loop.Stage("ALI", workdir, c.steps, c.checkpoint_every,
                               dict(ali=ali, d_optimizer=d_opt, g_optimizer=g_opt), [d_opt, g_opt],
-                              log_every, guard)
-  step_fn = make_train_step(ali, d_opt, g_opt, images, c, seed)
+                              log_every, guard, strategy)
+  inputs = distribute.StepInputs(strategy, replica_inputs_fn(images, c, ali.latent_dim, seed), c.steps)
+  compiled = make_train_step(ali, d_opt, g_opt, c, strategy, inputs.element_spec)
+  step_fn = lambda step, poison: compiled(inputs(int(step)), poison)
   return training_loop.run(stage, step_fn, show_progress, nonfinite_steps, hooks)
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from fden_tf import checkpoints
+from fden_tf import distribute
 from fden_tf import fden as fden_lib
 from fden_tf import gradients
 from fden_tf import losses
@@ -16,43 +17,96 @@ def make_optimizer(c):
   return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
 
 
-def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.EpisodeSampler, latents,
-                    fden_config, seed: int):
-  """The compiled FDEN step `step_fn(step, poison) -> metrics` on a batch of episodes drawn from
-  `latents` [N, Dim] (the frozen network's codes); episodes and shuffles are functions of (seed, step).
+def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: int, seed: int):
+  """`inputs(step, replica, replicas) -> {"z", "marginal"}`: one replica's share of step `step`'s batch.
+
+  The global batch is what one device trains on: `episodes` episodes drawn from (seed, step), their codes
+  z [E * C * (K + Q), Dim], and the shuffle that pairs each sample with another one's f_sty for the
+  product of marginals of Eq. 4. Replica r of R takes episodes [r E / R, (r + 1) E / R) (whole episodes)
+  with their rows of the shuffle, which index the global batch: "marginal" [E / R * C * (K + Q)].
+  """
+  with tf.device("/cpu:0"):  # input is made on the host (tf.data), whatever the replicas' devices
+    latents = tf.convert_to_tensor(latents, tf.float32)
+  n = episodes * sampler.way * (sampler.shot + sampler.query)
+
+  def inputs(step, replica, replicas):
+    seed_t = tf.stack([tf.constant(seed, tf.int64), step])
+    episode_seed, shuffle_seed = tf.unstack(tf.random.experimental.stateless_split(seed_t, 2))
+    indices = sampler.sample(episode_seed, episodes)  # [E, C, K + Q]
+    permutation = tf.argsort(tf.random.stateless_uniform([n], shuffle_seed))
+    per_replica, rows = episodes // replicas, n // replicas
+    mine = tf.reshape(indices[replica * per_replica:(replica + 1) * per_replica], [rows])  # static shapes
+    return {"z": tf.gather(latents, mine),
+            "marginal": tf.reshape(permutation[replica * rows:(replica + 1) * rows], [rows])}
+
+  return inputs
+
+
+def statistician_outputs(model: fden_lib.FDEN, f_ide, f_sty, marginal, training=True):
+  """T on joint pairs (f_ide_i, f_sty_i) and marginal pairs (f_ide_i, f_sty_marginal(i)), each [n].
+
+  As `FDEN.statistician_outputs`, except that `marginal` indexes the f_sty of the global batch (every
+  replica's, gathered in replica order), so the product of marginals pairs samples across replicas just
+  as one device pairs them across its batch. Both factors pass the GRL first; gathering is linear, so
+  the reversed gradient of a borrowed f_sty flows back to the replica that computed it.
+  """
+  f_ide = gradients.gradient_reversal(f_ide, model.grl_lambda)
+  f_sty = gradients.gradient_reversal(f_sty, model.grl_lambda)
+  f_sty_marginal = tf.gather(distribute.all_gather(f_sty), marginal)
+  t = model.statistician(tf.concat([f_ide, f_ide], 0), tf.concat([f_sty, f_sty_marginal], 0),
+                         training=training)
+  return tf.split(t, 2)
+
+
+def donsker_varadhan_share(t_joint, t_marginal):
+  """Eq. 4 on a replica: its mean of T on joint pairs minus log E_marginal[exp(T)] over the *global*
+  batch. Averaged over the replicas (all_sum of share / R) this is Eq. 4 on the global batch exactly;
+  on one replica it is `losses.donsker_varadhan_eq4`."""
+  if distribute.replicas_in_sync() == 1:
+    return losses.donsker_varadhan_eq4(t_joint, t_marginal)
+  return tf.reduce_mean(t_joint) - distribute.log_mean_exp(t_marginal)
+
+
+def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.EpisodeSampler, fden_config,
+                    strategy=None, batch_spec=None):
+  """The compiled FDEN step `step_fn(batch, poison) -> metrics`, for a batch from `replica_inputs_fn`
+  (`batch_spec`: its type spec, `StepInputs.element_spec`, to trace once for every step).
 
   Eq. 7 needs the norms of two gradients of the same variables, so the tape gives them separately
   (per-loss gradients, not a tf.custom_gradient: a custom gradient sees only the gradient flowing through
   it, never the other loss's): g_u of alpha L_R + beta L_C and g_m of -gamma L_M, which reaches the
   Disentangler only through the GRL and so arrives as +gamma lambda dL_M/dtheta.
+
+  Under a strategy each replica differentiates its 1/R share of the global-batch losses; the shares'
+  gradients are summed over replicas *before* Eq. 7, so its norms are those of the global gradients, as
+  on one device, and the finiteness test sees the same all-reduced values on every replica.
   """
   c = fden_config
-  episodes, way, shot, query = c.episodes_per_batch, sampler.way, sampler.shot, sampler.query
-  latents = tf.convert_to_tensor(latents, tf.float32)
+  strategy = strategy or tf.distribute.get_strategy()
+  way, shot, query = sampler.way, sampler.shot, sampler.query
   theta, phi, xi = model.theta, model.phi, model.xi
-  query_labels = sampler.query_labels(episodes)
+  variables = theta + phi + xi
 
-  @tf.function
-  def step_fn(step, poison):
-    seed_t = tf.stack([tf.constant(seed, tf.int64), step])
-    episode_seed, shuffle_seed = tf.unstack(tf.random.experimental.stateless_split(seed_t, 2))
-    indices = tf.reshape(sampler.sample(episode_seed, episodes), [-1])
-    z = tf.gather(latents, indices)  # [E * C * (K + Q), Dim]
-    n = tf.shape(z)[0]
-    # The product of marginals of Eq. 4: f_sty shuffled along the batch axis.
-    permutation = tf.argsort(tf.random.stateless_uniform([n], shuffle_seed))
-    with tf.GradientTape(persistent=True) as tape:
+  def replica_step(batch, poison):
+    replicas = distribute.replicas_in_sync()
+    episodes = c.episodes_per_batch // replicas
+    z = batch["z"]  # [E / R * C * (K + Q), Dim]
+    with tf.control_dependencies([distribute.check_replica(batch)]), \
+        tf.GradientTape(persistent=True) as tape:
       f_ide, f_sty, z_tilde = model(z, training=True)
       l_r = losses.reconstruction_loss_eq3(z, z_tilde)
       support, queries = episodes_lib.split_episode(
           tf.reshape(f_ide, [episodes, way, shot + query, -1]), shot)
-      l_c, accuracy = losses.episodic_loss_eq5(support, queries, query_labels)
-      t_joint, t_marginal = model.statistician_outputs(f_ide, f_sty, permutation, training=True)
-      l_m = losses.donsker_varadhan_eq4(t_joint, t_marginal) + poison  # poison: 0, or NaN in tests
-      loss_u = c.alpha * l_r + c.beta * l_c
-      loss_m = -c.gamma * l_m
+      l_c, accuracy = losses.episodic_loss_eq5(support, queries, sampler.query_labels(episodes))
+      t_joint, t_marginal = statistician_outputs(model, f_ide, f_sty, batch["marginal"])
+      l_m = donsker_varadhan_share(t_joint, t_marginal) + poison  # poison: 0, or NaN in tests
+      loss_u = (c.alpha * l_r + c.beta * l_c) / replicas
+      loss_m = -c.gamma * l_m / replicas
     g_u = tape.gradient(loss_u, theta + phi)
     g_m = tape.gradient(loss_m, theta + xi)
+    # Global gradients and global-batch means (identity on one replica).
+    g_u, g_m, (l_r, l_c, l_m, accuracy) = distribute.all_sum(
+        (g_u, g_m, [l / replicas for l in (l_r, l_c, l_m, accuracy)]))
     g_u_theta, g_u_phi = g_u[:len(theta)], g_u[len(theta):]
     g_m_theta, g_m_xi = g_m[:len(theta)], g_m[len(theta):]
     if c.adaptive_clipping:
@@ -63,36 +117,53 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     grads = g_theta + list(g_u_phi) + list(g_m_xi)
     # A non-finite loss or gradient (MINE's exp can overflow) must never reach the weights.
     finite = gradients.all_finite([l_r, l_c, l_m] + grads)
+    return grads, {"finite": finite, "loss": losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma),
+                   "l_r": l_r, "l_c": l_c, "l_m": l_m, "accuracy": accuracy,
+                   "grad_norm_u": tf.linalg.global_norm(g_u_theta),
+                   "grad_norm_m": tf.linalg.global_norm(g_m_theta),
+                   "clip_fraction": gradients.clip_fraction(g_u_theta, g_m_theta)}
+
+  def step_fn(batch, poison):
+    grads, metrics = strategy.run(replica_step, args=(batch, poison))
+    metrics = distribute.local_value(strategy, metrics)  # the same on every replica
 
     def apply():
-      optimizer.apply(grads, theta + phi + xi)
+      distribute.apply_gradients(strategy, optimizer, grads, variables)
       return tf.constant(True)
 
-    tf.cond(finite, apply, lambda: tf.constant(False))
-    return {"finite": finite, "loss": losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma),
-            "l_r": l_r, "l_c": l_c, "l_m": l_m, "accuracy": accuracy,
-            "grad_norm_u": tf.linalg.global_norm(g_u_theta),
-            "grad_norm_m": tf.linalg.global_norm(g_m_theta),
-            "clip_fraction": gradients.clip_fraction(g_u_theta, g_m_theta)}
+    tf.cond(metrics["finite"], apply, lambda: tf.constant(False))
+    return metrics
 
-  return step_fn
+  signature = None if batch_spec is None else [batch_spec, tf.TensorSpec([], tf.float32)]
+  # No autograph: the step has no tensor-dependent Python control flow (and traces faster without it).
+  return tf.function(step_fn, input_signature=signature, autograph=False)
 
 
 def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.ndarray, workdir: str,
           seed: int = 0, show_progress: bool = True, log_every: int = 100,
-          guard=training_loop.Guard(), nonfinite_steps=(), hooks=None) -> dict:
+          guard=training_loop.Guard(), nonfinite_steps=(), hooks=None, strategy=None) -> dict:
   """Trains FDEN episodically on `latents` [N, Dim] with class `labels` [N], resuming from `workdir`.
 
   Returns the mean of the metrics over the last logging window. guard: the divergence guard's settings
-  (training_loop.Guard).
+  (training_loop.Guard). strategy: a `tf.distribute.Strategy` whose scope `model` was built in (default:
+  TensorFlow's default strategy, one device); `episodes_per_batch` is the global batch and must split
+  into whole episodes over its replicas. Only the chief writes checkpoints and logs.
   """
   c = fden_config
+  strategy = strategy or tf.distribute.get_strategy()
+  distribute.check_divisible(strategy, c.episodes_per_batch, "episodes_per_batch")
   sampler = episodes_lib.EpisodeSampler(labels, c.way, c.shot, c.query)
-  optimizer = make_optimizer(c)
-  optimizer.build(model.trainable_variables)
+  if strategy.num_replicas_in_sync > 1:
+    distribute.synchronize_batch_norm(model)
+  with strategy.scope():
+    optimizer = make_optimizer(c)
+    optimizer.build(model.trainable_variables)  # before the first step (keras#23085 under a strategy)
   stage = training_loop.Stage("FDEN", workdir, c.steps, c.checkpoint_every,
-                              dict(fden=model, optimizer=optimizer), [optimizer], log_every, guard)
-  step_fn = make_train_step(model, optimizer, sampler, latents, c, seed)
+                              dict(fden=model, optimizer=optimizer), [optimizer], log_every, guard, strategy)
+  inputs = distribute.StepInputs(strategy, replica_inputs_fn(sampler, latents, c.episodes_per_batch, seed),
+                                 c.steps)
+  compiled = make_train_step(model, optimizer, sampler, c, strategy, inputs.element_spec)
+  step_fn = lambda step, poison: compiled(inputs(int(step)), poison)
   return training_loop.run(stage, step_fn, show_progress, nonfinite_steps, hooks)
 
 

@@ -5,6 +5,10 @@ A trainer hands over a compiled step, `step_fn(step, poison) -> dict of scalar t
 terms. Everything random in a step derives from (seed, step), so a resumed run replays exactly the steps an
 uninterrupted one would have taken.
 
+Under a multi-worker strategy only the chief writes to the stage's directory; the other workers restore
+from the chief's checkpoints (so a resumed cluster needs a directory every host sees) and save their own
+copies to a scratch directory that is removed at the end, as TensorFlow's multi-worker guide does.
+
 Divergence guard: a non-finite step is skipped and counted; after `max_nonfinite` consecutive ones the loop
 restores the newest checkpoint (every saved one is finite, since bad steps never reach the weights) and
 continues at `recovery_lr_factor` times the learning rate; a second such failure stops the run with
@@ -20,6 +24,7 @@ import time
 import tensorflow as tf
 
 from fden_tf import checkpoints
+from fden_tf import distribute
 from fden_tf import progress as progress_lib
 
 
@@ -46,6 +51,7 @@ class Stage:
   optimizers: list
   log_every: int = 100
   guard: Guard = Guard()
+  strategy: object = None  # the tf.distribute.Strategy the stage trains under (None: one device)
 
 
 def _truncate_log(path, last_step):
@@ -82,19 +88,32 @@ def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=(), hooks=Non
   nonfinite_steps: fault injection for tests; each listed step gets a NaN added to its loss the first
   time it runs.
   """
-  os.makedirs(stage.workdir, exist_ok=True)
+  strategy = stage.strategy or tf.distribute.get_strategy()
+  chief = distribute.is_chief(strategy)
+  with distribute.ScratchDir(chief, stage.workdir, stage.name) as write_dir:
+    return _run(stage, step_fn, show_progress, nonfinite_steps, hooks if chief else None, strategy,
+                write_dir)
+
+
+def _run(stage, step_fn, show_progress, nonfinite_steps, hooks, strategy, write_dir):
+  """`run`, writing checkpoints and the log under `write_dir` (the stage's directory on the chief) and
+  restoring from the stage's own `checkpoints/`."""
+  os.makedirs(write_dir, exist_ok=True)
+  restore_dir = os.path.join(stage.workdir, "checkpoints")
   step_var = tf.Variable(0, dtype=tf.int64, name="step")
   skipped_var = tf.Variable(0, dtype=tf.int64, name="skipped_steps")
   recoveries_var = tf.Variable(0, dtype=tf.int64, name="recoveries")
   ckpt = checkpoints.checkpoint(step=step_var, skipped=skipped_var, recoveries=recoveries_var,
                                 **stage.objects)
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(stage.workdir, "checkpoints"), max_to_keep=3)
-  if manager.latest_checkpoint:
-    checkpoints.restore(ckpt, manager.latest_checkpoint)
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(write_dir, "checkpoints"), max_to_keep=3)
+  latest = tf.train.latest_checkpoint(restore_dir)
+  if latest:
+    checkpoints.restore(ckpt, latest)
   else:
     manager.save(checkpoint_number=0)  # a known-good state to fall back to
   start = int(step_var.numpy())
-  log_path = os.path.join(stage.workdir, "train_log.jsonl")
+  distribute.check_workers_agree(strategy, start, f"the {stage.name} step to resume from")
+  log_path = os.path.join(write_dir, "train_log.jsonl")
   _truncate_log(log_path, start)
   if start >= stage.steps:  # finished earlier: never redone
     return dict(_last_logged(log_path), resumed=True)
@@ -117,7 +136,7 @@ def run(stage: Stage, step_fn, show_progress=True, nonfinite_steps=(), hooks=Non
                              "terms": bad_run[-1][1]})
       hooks.on_skip(stage.name, step + 1, bad_run[-1][1], int(skipped_var.numpy()))
       if len(bad_run) >= stage.guard.max_nonfinite:
-        step = _recover(stage, ckpt, manager, bad_run)
+        step = _recover(stage, ckpt, restore_dir, log_path, bad_run)
         bad_run = []
         bar.count = step
         continue
@@ -169,7 +188,7 @@ def _append_log(path, record):
     f.write(json.dumps(record) + "\n")
 
 
-def _recover(stage, ckpt, manager, bad_run):
+def _recover(stage, ckpt, restore_dir, log_path, bad_run):
   """Restores the newest checkpoint at a reduced learning rate, or gives up on a second failure.
 
   The skip and recovery counts survive the restore (they describe the run, not the checkpoint)."""
@@ -181,13 +200,12 @@ def _recover(stage, ckpt, manager, bad_run):
         f"({len(bad_run)} in a row) after a restore at reduced learning rate; lower the learning rate or "
         "check the data")
   skipped = int(ckpt.skipped.numpy())
-  checkpoints.restore(ckpt, manager.latest_checkpoint)
+  checkpoints.restore(ckpt, tf.train.latest_checkpoint(restore_dir))
   ckpt.skipped.assign(skipped)
   ckpt.recoveries.assign_add(1)
   for optimizer in stage.optimizers:
     optimizer.learning_rate = float(optimizer.learning_rate.numpy()) * stage.guard.recovery_lr_factor
   restored = int(ckpt.step.numpy())
-  _append_log(os.path.join(stage.workdir, "train_log.jsonl"),
-              {"event": "restored_after_divergence", "step": restored, "bad_steps": [first, last],
-               "terms": terms, "learning_rate_factor": stage.guard.recovery_lr_factor})
+  _append_log(log_path, {"event": "restored_after_divergence", "step": restored, "bad_steps": [first, last],
+                         "terms": terms, "learning_rate_factor": stage.guard.recovery_lr_factor})
   return restored

@@ -65,6 +65,10 @@ flags.DEFINE_boolean("progress", True, "Show progress lines with ETA (--noprogre
 flags.DEFINE_boolean("export", True, "End by exporting the SavedModel to <output_dir>/saved_models/<name>/<version> "
                      "(--noexport to skip).")
 flags.DEFINE_boolean("overwrite", False, "Allow an --output_dir holding a run of another configuration.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multiworker", "one_device"],
+                  "tf.distribute strategy: auto (every local GPU if any, else one device), mirrored, "
+                  "multiworker (cluster from TF_CONFIG) or one_device. Not part of the config: a run can "
+                  "resume on other hardware.")
 
 POSITIVE = ("ali_steps", "fden_steps", "batch_size", "episodes_per_batch", "way", "shot", "query",
             "eval_episodes", "latent_dim", "checkpoint_every", "max_nonfinite_steps", "image_size", "channels")
@@ -117,6 +121,10 @@ def main(argv):
       raise ValueError("--encoder and --decoder go together")
     if FLAGS.encoder and FLAGS.stage != "fden":
       raise ValueError("plugging your own --encoder/--decoder needs --stage=fden")
+    strategy = FLAGS.strategy
+    if strategy == "multiworker":  # must exist before TensorFlow runs anything (a TFDS loader would)
+      from fden_tf import distribute
+      strategy = distribute.get_strategy(strategy)
     config, data = preflight.check(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, bool(FLAGS.encoder),
                                    FLAGS.overwrite)
   except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
@@ -130,7 +138,7 @@ def main(argv):
     plugged = plugin.load_saved(FLAGS.encoder, FLAGS.decoder) if FLAGS.encoder else None
     metrics = pipeline.train_and_evaluate(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, plugged,
                                           FLAGS.overwrite, show_progress=FLAGS.progress,
-                                          export=FLAGS.export, data=data)
+                                          export=FLAGS.export, data=data, strategy=strategy)
   except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
