@@ -136,10 +136,9 @@ def main(argv):
 def finished_run(run_dir, config):
   """The metrics.json of a run an earlier invocation finished with this configuration (None otherwise), so a
   re-run reads finished runs back instead of re-evaluating them."""
-  from fden_tf import config as config_lib
+  from fden_tf import preflight
   path = os.path.join(run_dir, "metrics.json")
-  if not os.path.exists(path) or config_lib.load(run_dir).to_json() != config_lib.Config.from_dict(
-      json.loads(config.to_json())).to_json():
+  if not os.path.exists(path) or preflight.holds_other_config(run_dir, config):
     return None  # not finished, or another configuration (which the pipeline then refuses)
   with open(path) as f:
     metrics = json.load(f)

@@ -57,13 +57,18 @@ def check_ali_dir(ali_dir, image_shape):
   return ali_config
 
 
+def holds_other_config(output_dir, config) -> bool:
+  """Whether `output_dir` holds a run of a configuration other than `config`. Compared as this version
+  reads it, so a field added since the run was written is no difference."""
+  return json.loads(config_lib.load(output_dir).to_json()) != json.loads(config.to_json())
+
+
 def check_output_dir(output_dir, config, overwrite):
   """Refuses a folder that cannot be written, or that holds a run of another configuration. Writes
   nothing: the nearest existing ancestor must be a writable folder."""
   path = os.path.join(output_dir, "config.json")
   if os.path.exists(path) and not overwrite:
-    # Compared as this version reads it, so a field added since the run was written is no difference.
-    if json.loads(config_lib.load(output_dir).to_json()) != json.loads(config.to_json()):
+    if holds_other_config(output_dir, config):
       raise ValueError(f"--output_dir {output_dir} holds a run of a different configuration; pass a new "
                        "--output_dir, or --overwrite to replace it")
   existing = os.path.abspath(output_dir)
