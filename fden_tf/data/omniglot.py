@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from fden_tf import files
+from fden_tf.data import tfds_images
 from fden_tf.data.split import FewShotData, Split
 
 ARCHIVES = ("images_background", "images_evaluation")  # TFDS's "train" and "test"
@@ -103,7 +104,7 @@ def read_tfds(data_dir=None, image_size=32) -> dict:
     builder = tfds.builder("omniglot", data_dir=data_dir)
     builder.download_and_prepare()
   except Exception as e:  # TFDS raises many kinds (network, checksum, missing files)
-    raise ValueError(f"TFDS could not provide omniglot ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+    raise ValueError(f"TFDS could not provide omniglot ({type(e).__name__}: {tfds_images.first_line(e)}); "
                      "pass --data_dir=<folder holding images_background.zip and images_evaluation.zip>") from None
   alphabets = builder.info.features["alphabet"].names
   characters = {}

@@ -14,7 +14,8 @@ from fden_tf.data import folder
 from fden_tf.data.split import FewShotData, Split, split_classes
 
 
-def _first_line(e):
+def first_line(e):
+  """An exception's message as one short line, for the one-line errors TFDS failures become."""
   return (str(e).splitlines() or [""])[0][:200]
 
 
@@ -34,7 +35,7 @@ def load_tfds(name, data_dir=None, image_size=64, channels=3, test_fraction=0.2,
     builder.download_and_prepare()
     dataset = builder.as_dataset(split="all", as_supervised=True)
   except Exception as e:  # TFDS raises many kinds (network, checksum, missing manual files)
-    raise ValueError(f"TFDS could not provide {name} ({type(e).__name__}: {_first_line(e)})") from None
+    raise ValueError(f"TFDS could not provide {name} ({type(e).__name__}: {first_line(e)})") from None
   images, labels = [], []
   for image, label in tfds.as_numpy(dataset):
     images.append(folder.to_square_array(image, image_size, channels))
