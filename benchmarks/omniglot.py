@@ -4,12 +4,15 @@
         --splits_dir=../shared/data/omniglot/splits/vinyals          # CPU preset, about 1.5 h on 2 cores
     python benchmarks/omniglot.py --preset=paper --data_dir=...      # the paper's scale, for a GPU
 
-Trains ALI once on the 4,800 training classes of the Vinyals split (rotations as classes), then FDEN once per
-setting (5-way 1-shot, 5-way 5-shot, 20-way 1-shot: each trained with its own episode shape, `EPISODES`) and
-evaluates each on 1,000 episodes of the 1,692 unseen test classes: nearest prototype on f_ide (FDEN), and on the same
-episodes on the raw latent z (does the alignment help?) and on f_sty (identity leaking into style: lower is
-better). Every run is an ordinary output directory of the pipeline (resumable: re-running the command
-continues where it stopped); the benchmark writes <output_dir>/results.json and results.md (the table) and
+Trains ALI once on the 4,800 training classes of the Vinyals split (rotations as classes), then FDEN for each
+setting (5-way 1-shot, 5-way 5-shot, 20-way 1-shot) and evaluates each on 1,000 episodes of the 1,692 unseen
+test classes: nearest prototype on f_ide (FDEN), and on the same episodes on the raw latent z (does the
+alignment help?) and on f_sty (identity leaking into style: lower is better). Each setting's FDEN trains on
+the preset's training episodes (`train_way`, `train_shot`, `train_query`; where the preset leaves them
+unset, the setting's own shape with `QUERIES` queries). Settings whose training would be identical share
+one FDEN: it is trained in the first one's run directory and evaluated on the others' tasks. Every run is an
+ordinary output directory of the pipeline (resumable: re-running the command continues where it stopped);
+the benchmark writes <output_dir>/results.json and results.md (the table) and
 prints the table.
 """
 
@@ -61,12 +64,13 @@ def parse_setting(text):
 def markdown_table(results):
   pct = lambda r: f"{100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f}"
   rows = ["| setting | FDEN (paper) | ProtoNet (paper) | **f_ide (ours)** | z (no FDEN) | f_sty (lower = better) "
-          "| queries/class |",
-          "|---|---|---|---|---|---|---|"]
+          "| test queries/class | FDEN trained on |",
+          "|---|---|---|---|---|---|---|---|"]
   for name, r in results["settings"].items():
     paper = PAPER.get(name, {})
     rows.append(f"| {r['way']}-way {r['shot']}-shot | {paper.get('fden', '–')} | {paper.get('protonet', '–')} | "
-                f"**{pct(r['f_ide'])}** | {pct(r['z'])} | {pct(r['f_sty'])} | {r['query']} |")
+                f"**{pct(r['f_ide'])}** | {pct(r['z'])} | {pct(r['f_sty'])} | {r['query']} | "
+                f"{_training(r)} |")
   return "\n".join(rows) + "\n"
 
 
@@ -103,18 +107,27 @@ def main(argv):
              "ali": {"reconstruction_mse": ali_metrics["ali"]["reconstruction_mse"],
                      "training_seconds": _training_seconds(ali_metrics["ali_train"]), "dir": ali_dir},
              "settings": {}, "data_seconds": load_seconds}
+  trained = {}  # training_key -> the run directory whose FDEN that training made
   for name, episode in settings.items():
     run_dir = os.path.join(output_dir, name)
     run_config = config.replace(fden=episode)
-    m = finished_run(run_dir, run_config) or pipeline.train_and_evaluate(
-        run_config, run_dir, stage="fden", ali_dir=ali_dir, show_progress=FLAGS.progress, export=False,
-        data=data)
+    key = training_key(run_config)
+    m = finished_run(run_dir, run_config)
+    if m is None and key in trained:
+      m = evaluate_trained(trained[key], run_dir, run_config, data)
+    elif m is None:
+      m = pipeline.train_and_evaluate(run_config, run_dir, stage="fden", ali_dir=ali_dir,
+                                      show_progress=FLAGS.progress, export=False, data=data)
+    trained.setdefault(key, run_dir)
+    train_way, train_shot, train_query = run_config.fden.training_episode
     results["settings"][name] = {
         **episode, "episodes": m["fewshot"]["episodes"],
         "f_ide": _acc(m["fewshot"]), "z": _acc(m["fewshot_baselines"]["z"]),
         "f_sty": _acc(m["fewshot_baselines"]["f_sty"]), "paper": PAPER.get(name),
-        "fden_steps": run_config.fden.steps, "dir": run_dir,
-        "seconds": dict(m["seconds"], fden=_training_seconds(m["fden_train"]))}
+        "training_episodes": {"way": train_way, "shot": train_shot, "query": train_query,
+                              "per_step": run_config.fden.episodes_per_batch},
+        "fden_steps": run_config.fden.steps, "dir": run_dir, "fden_trained_in": m.get("trained_in", run_dir),
+        "seconds": dict(m["seconds"], fden=_training_seconds(m["fden_train"]) if "trained_in" not in m else 0.0)}
     print(f"{name}: f_ide {100 * m['fewshot']['accuracy']:.2f}% "
           f"(z {100 * m['fewshot_baselines']['z']['accuracy']:.2f}%, "
           f"f_sty {100 * m['fewshot_baselines']['f_sty']['accuracy']:.2f}%)", flush=True)
@@ -131,6 +144,42 @@ def main(argv):
     shutil.copyfile(os.path.join(output_dir, first, figure), os.path.join(output_dir, f"omniglot_{figure}"))
   print(table)
   print(f"wrote {output_dir}/results.json and results.md; total {results['stage_seconds_total'] / 60:.1f} min")
+
+
+def training_key(run_config):
+  """What FDEN's training depends on: the run's config with its test task replaced by the training episodes'
+  composition. Settings with equal keys would train the very same FDEN, so it is trained once."""
+  way, shot, query = run_config.fden.training_episode
+  return run_config.replace(fden=dict(way=way, shot=shot, query=query, train_way=None, train_shot=None,
+                                      train_query=None)).to_json()
+
+
+def evaluate_trained(source_dir, run_dir, run_config, data):
+  """Evaluates the FDEN trained in `source_dir` on `run_config`'s task (the pipeline's evaluation: the same
+  episodes, f_ide and the z / f_sty baselines) and records it in `run_dir` (config.json, metrics.json with
+  "trained_in"), so a re-run reads it back like any finished run."""
+  from fden_tf import files
+  from fden_tf import pipeline
+  from fden_tf import plugin
+  from fden_tf import runs
+  from fden_tf import train_fden
+  from fden_tf.data import episodes
+  t = time.time()
+  run = runs.load_run(source_dir)
+  z_test = plugin.encode_all(run.plugged, data.test.images)
+  f_ide, f_sty, _ = train_fden.factorise(run.fden, z_test)
+  f = run_config.fden
+  sampler = episodes.EpisodeSampler(data.test.labels, f.way, f.shot, f.query, "the test split")
+  with open(os.path.join(source_dir, "metrics.json")) as fh:
+    source = json.load(fh)
+  metrics = {"stage": "fden", "plugged": source["plugged"], "trained_in": source_dir,
+             "fden_train": source["fden_train"],
+             **pipeline.fewshot_metrics(f_ide, f_sty, z_test, sampler, run_config)}
+  metrics["seconds"] = {"evaluation": time.time() - t}
+  os.makedirs(run_dir, exist_ok=True)
+  files.write_json(os.path.join(run_dir, "config.json"), run_config.to_dict())
+  files.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+  return metrics
 
 
 def finished_run(run_dir, config):
@@ -150,6 +199,14 @@ def _training_seconds(train_metrics):
   """Training time of a stage from its train_log (what `training_loop.run` returns, also when the stage had
   finished in an earlier invocation). A stage resumed after an interruption counts from the resume only."""
   return train_metrics["seconds"]
+
+
+def _training(r):
+  t = r.get("training_episodes")
+  if not t:
+    return "–"
+  shared = "" if r["fden_trained_in"] == r["dir"] else f" (the FDEN of {os.path.basename(r['fden_trained_in'])})"
+  return f"{t['way']}-way {t['shot']}-shot, {t['query']} query, {t['per_step']} a step{shared}"
 
 
 def _acc(result):

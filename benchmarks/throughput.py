@@ -252,7 +252,7 @@ def _fden_training(dim, fden_config, labels, like=None, mixed=False):
     float32_outputs(model)
   optimizer = train_fden.make_optimizer(fden_config)
   optimizer.build(model.trainable_variables)
-  sampler = episodes_lib.EpisodeSampler(labels, fden_config.way, fden_config.shot, fden_config.query)
+  sampler = episodes_lib.EpisodeSampler(labels, *fden_config.training_episode)
   return model, optimizer, sampler
 
 
@@ -318,13 +318,14 @@ def measure_fden_vs_naive(s: Sizes, cache, tmp) -> dict:
 
   episodes = f.episodes_per_batch
   trainer_rate, naive_rate = episodes / trainer["amortised"], episodes / naive.per_step
-  return {"way": f.way, "shot": f.shot, "query": f.query, "episodes_per_step": episodes,
+  way, shot, query = f.training_episode
+  return {"way": way, "shot": shot, "query": query, "episodes_per_step": episodes,
           "latent_dim": int(latents.shape[1]), "ali_width": s.paper.ali.width,
           "fden_hidden_scale": f.hidden_scale, "trainer_episodes_per_s": trainer_rate,
           "naive_episodes_per_s": naive_rate, "speedup": trainer_rate / naive_rate,
           "trainer_seconds": trainer, "naive_seconds_per_step": naive.per_step, "naive_blocks": naive.seconds,
           "matmul_flops_per_s": matmul.flops_per_s,
-          "images_encoded_per_naive_step": episodes * f.way * (f.shot + f.query),
+          "images_encoded_per_naive_step": episodes * way * (shot + query),
           "cache_seconds": cache["seconds"], "cache_images": int(len(images)),
           "cache_images_per_s": len(images) / cache["seconds"]}
 

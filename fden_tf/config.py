@@ -64,13 +64,24 @@ class FDENConfig:
   gamma: float = 0.5  # weight of L_M (Eq. 4)
   grl_lambda: float = 1.0  # the gradient reversal layer's -lambda
   adaptive_clipping: bool = True  # Eq. 7
+  # The few-shot task: C-way K-shot episodes with Q query samples per class, evaluated on unseen classes.
   way: int = 5
   shot: int = 1
-  query: int = 1  # query samples per class, in training and evaluation episodes
+  query: int = 1
+  # Training episodes, where they differ from the task (None: the task's). More classes per training
+  # episode than the test asks for is Prototypical Networks' "higher way" training (Snell et al. 2017).
+  train_way: Optional[int] = None
+  train_shot: Optional[int] = None
+  train_query: Optional[int] = None
   episodes_per_batch: int = 16  # Table 2's batch size: 16 episodes a step
   steps: int = 100_000
   eval_episodes: int = 1000
   checkpoint_every: int = 1000
+
+  @property
+  def training_episode(self) -> tuple:
+    """(way, shot, query) of training episodes: train_* where set, else the task's."""
+    return (self.train_way or self.way, self.train_shot or self.shot, self.train_query or self.query)
 
 
 @dataclasses.dataclass(frozen=True)

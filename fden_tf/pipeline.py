@@ -165,12 +165,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     bar.postfix = "few-shot episodes"
     t = time.time()
     f_ide, f_sty, _ = train_fden.factorise(model, z_test)
-    eval_seed = config.seed + 1_000_003  # episodes independent of training's seeds
-    metrics["fewshot"] = fewshot.evaluate(f_ide, test_sampler, config.fden.eval_episodes, eval_seed)
-    metrics["fewshot"]["chance"] = 1.0 / config.fden.way
-    metrics["fewshot_baselines"] = {
-        "z": fewshot.evaluate(z_test, test_sampler, config.fden.eval_episodes, eval_seed),
-        "f_sty": fewshot.evaluate(f_sty, test_sampler, config.fden.eval_episodes, eval_seed)}
+    metrics.update(fewshot_metrics(f_ide, f_sty, z_test, test_sampler, config))
     timings["evaluation"] = time.time() - t
     bar.update(1, postfix="figures and projector")
 
@@ -216,6 +211,16 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     return metrics
 
 
+def fewshot_metrics(f_ide, f_sty, z_test, test_sampler, config) -> dict:
+  """{"fewshot": nearest prototype on f_ide, "fewshot_baselines": {"z", "f_sty"}}, all on the same
+  `config.fden.eval_episodes` test episodes, drawn from a seed independent of training's."""
+  seed, n = config.seed + 1_000_003, config.fden.eval_episodes
+  result = fewshot.evaluate(f_ide, test_sampler, n, seed)
+  result["chance"] = 1.0 / test_sampler.way
+  return {"fewshot": result, "fewshot_baselines": {"z": fewshot.evaluate(z_test, test_sampler, n, seed),
+                                                   "f_sty": fewshot.evaluate(f_sty, test_sampler, n, seed)}}
+
+
 def _ali_images(ali_model, test_images, seed):
   """TensorBoard's view of ALI: samples G_x(z) of fixed prior draws, and fixed test images beside
   G_x(G_z(x))."""
@@ -247,12 +252,29 @@ PROJECTOR_POINTS = 500
 
 def write_projector(logdir, z, f_ide, f_sty, split, seed=0, points=PROJECTOR_POINTS):
   """Projector embeddings z, f_ide, f_sty [N, Dim] of up to `points` of `split`'s N samples, with class
-  (and, for glyphs, the ground-truth style values) as metadata and the input images as the sprite."""
+  (its parts too, for path-like names: Omniglot's alphabet, character and rotation; for glyphs, the
+  ground-truth style values) as metadata and the input images as the sprite."""
   pick = np.sort(np.random.default_rng(seed).choice(len(z), size=min(points, len(z)), replace=False))
-  columns = {"class": [split.class_names[label] for label in split.labels[pick]],
-             "label": split.labels[pick].tolist()}
+  names = [split.class_names[label] for label in split.labels[pick]]
+  columns = {"class": names, "label": split.labels[pick].tolist()}
+  columns.update(class_name_parts(names))
   if split.styles is not None:
     for k, name in enumerate(glyphs.STYLE_NAMES):
       columns[name] = [f"{v:.3f}" for v in split.styles[pick, k]]
   projector.write_projector(logdir, {"z": z[pick], "f_ide": f_ide[pick], "f_sty": f_sty[pick]}, columns,
                             split.images[pick])
+
+
+# Columns for the parts of path-like class names, by their number of parts.
+NAME_PARTS = {2: ("alphabet", "character"), 3: ("alphabet", "character", "rotation")}
+
+
+def class_name_parts(names):
+  """{column: values} splitting class names that are all paths of the same depth: Omniglot's
+  "Alphabet/characterNN[/rotDDD]" gives alphabet, character (and rotation) columns, so the projector can
+  colour f_ide by alphabet. Other names give nothing."""
+  parts = [name.split("/") for name in names]
+  depth = len(parts[0]) if parts else 0
+  if depth not in NAME_PARTS or any(len(p) != depth for p in parts):
+    return {}
+  return {column: [p[i] for p in parts] for i, column in enumerate(NAME_PARTS[depth])}

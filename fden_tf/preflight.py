@@ -87,7 +87,8 @@ def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrit
   f = config.fden
   # The test split first: it usually has fewer classes, and its episodes are the ones the user asked for.
   split_lib.check_episode_shape(data.test.labels, f.way, f.shot, f.query, "the test split")
-  split_lib.check_episode_shape(data.train.labels, f.way, f.shot, f.query, "the training split")
+  split_lib.check_episode_shape(data.train.labels, *f.training_episode, "the training split",
+                                flag_prefix="train_" if f.training_episode != (f.way, f.shot, f.query) else "")
   if ali_dir and not plugged:
     config = config.replace(ali=check_ali_dir(ali_dir, data.train.image_shape))
   elif not plugged:

@@ -144,6 +144,8 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
           guard=training_loop.Guard(), nonfinite_steps=(), hooks=None, strategy=None) -> dict:
   """Trains FDEN episodically on `latents` [N, Dim] with class `labels` [N], resuming from `workdir`.
 
+  Episodes have the config's training composition (`training_episode`: train_way/shot/query, else the
+  task's way/shot/query).
   Returns the mean of the metrics over the last logging window. guard: the divergence guard's settings
   (training_loop.Guard). strategy: a `tf.distribute.Strategy` whose scope `model` was built in (default:
   TensorFlow's default strategy, one device); `episodes_per_batch` is the global batch and must split
@@ -152,7 +154,7 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
   c = fden_config
   strategy = strategy or tf.distribute.get_strategy()
   distribute.check_divisible(strategy, c.episodes_per_batch, "episodes_per_batch")
-  sampler = episodes_lib.EpisodeSampler(labels, c.way, c.shot, c.query)
+  sampler = episodes_lib.EpisodeSampler(labels, *c.training_episode)
   if strategy.num_replicas_in_sync > 1:
     distribute.synchronize_batch_norm(model)
   with strategy.scope():

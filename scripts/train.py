@@ -45,9 +45,14 @@ flags.DEFINE_enum("stage", "all", ["all", "ali", "fden"], "Train ALI then FDEN (
 flags.DEFINE_string("ali_dir", None, "Output directory of an earlier ALI run to plug FDEN into.")
 flags.DEFINE_string("encoder", None, "Your own frozen encoder (.keras file or SavedModel dir), with --decoder.")
 flags.DEFINE_string("decoder", None, "Your own frozen decoder (.keras file or SavedModel dir), with --encoder.")
-flags.DEFINE_integer("way", None, "Classes per episode (C).")
-flags.DEFINE_integer("shot", None, "Support samples per class (K).")
-flags.DEFINE_integer("query", None, "Query samples per class, in training and evaluation episodes.")
+flags.DEFINE_integer("way", None, "Classes per episode (C) of the few-shot task, and of training episodes "
+                     "unless --train_way is given.")
+flags.DEFINE_integer("shot", None, "Support samples per class (K); likewise for training unless --train_shot.")
+flags.DEFINE_integer("query", None, "Query samples per class (Q); likewise for training unless --train_query.")
+flags.DEFINE_integer("train_way", None, "Classes per training episode, when training should use more (or "
+                     "fewer) than the task: e.g. --way=5 --train_way=20.")
+flags.DEFINE_integer("train_shot", None, "Support samples per class in training episodes.")
+flags.DEFINE_integer("train_query", None, "Query samples per class in training episodes.")
 flags.DEFINE_integer("ali_steps", None, "ALI training steps.")
 flags.DEFINE_integer("fden_steps", None, "FDEN training steps (each a batch of episodes).")
 flags.DEFINE_integer("batch_size", None, "ALI batch size (images).")
@@ -71,6 +76,7 @@ flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multiworker", "one_d
                   "resume on other hardware.")
 
 POSITIVE = ("ali_steps", "fden_steps", "batch_size", "episodes_per_batch", "way", "shot", "query",
+            "train_way", "train_shot", "train_query",
             "eval_episodes", "latent_dim", "checkpoint_every", "max_nonfinite_steps", "image_size", "channels")
 
 
@@ -102,7 +108,8 @@ def build_config():
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
   if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
     ali["architecture"] = size_to_architecture[image_size]
-  fden = _given(way="way", shot="shot", query="query", steps="fden_steps", eval_episodes="eval_episodes",
+  fden = _given(way="way", shot="shot", query="query", train_way="train_way", train_shot="train_shot",
+                train_query="train_query", steps="fden_steps", eval_episodes="eval_episodes",
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every")
   top = _given(max_nonfinite_steps="max_nonfinite_steps")
   top["deterministic"] = FLAGS.deterministic

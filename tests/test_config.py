@@ -30,3 +30,10 @@ def test_replace_updates_sections_and_is_frozen():
 def test_unknown_preset():
   with pytest.raises(ValueError, match="unknown preset"):
     config_lib.get("huge")
+
+
+def test_training_episodes_default_to_the_task_and_can_differ():
+  task = config_lib.FDENConfig(way=5, shot=1, query=5)
+  assert task.training_episode == (5, 1, 5)
+  assert dataclasses.replace(task, train_way=20, train_query=1).training_episode == (20, 1, 1)
+  assert dataclasses.replace(task, train_shot=5).training_episode == (5, 5, 5)

@@ -61,16 +61,13 @@ def test_same_seed_gives_the_same_metrics(uninterrupted, tmp_path):
   assert _comparable(_metrics(tmp_path / "again")) == _comparable(_metrics(uninterrupted))
 
 
-@pytest.mark.parametrize("stage,checkpoint", [("fden", "ckpt-20.index"), ("ali", "ckpt-20.index")])
-def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(uninterrupted, tmp_path, stage,
-                                                                     checkpoint):
-  out = tmp_path / "killed"
-  marker = out / stage / "checkpoints" / checkpoint
+def _kill_at(out, marker):
+  """Starts the run of `out` and SIGKILLs it as soon as `marker` (a checkpoint file) exists."""
   proc = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
   try:
     deadline = time.time() + 240
     while not marker.exists():
-      assert proc.poll() is None, "the run ended before it could be killed"
+      assert proc.poll() is None, f"the run ended before {marker.name} appeared"
       assert time.time() < deadline, f"no {marker} within 240 s"
       time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # mid-stage: at least one checkpoint written, more steps to go
@@ -79,13 +76,21 @@ def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(uninterrup
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-  assert not (out / "metrics.json").exists()
+
+
+def test_sigkill_in_each_stage_then_rerun_matches_an_uninterrupted_run(uninterrupted, tmp_path):
+  # Killed mid-ALI; the rerun resumes ALI, finishes it and is killed mid-FDEN; the last rerun resumes FDEN.
+  out = tmp_path / "killed"
+  for stage in ("ali", "fden"):
+    _kill_at(out, out / stage / "checkpoints" / "ckpt-20.index")
+    assert not (out / "metrics.json").exists()
   result = _run(out)
   assert result.returncode == 0, result.stderr[-3000:]
   assert _comparable(_metrics(out)) == _comparable(_metrics(uninterrupted))
-  log = [json.loads(line) for line in (out / stage / "train_log.jsonl").read_text().splitlines()]
-  steps = [r["step"] for r in log if "event" not in r]
-  assert steps == sorted(set(steps)), "the resumed log reads as one run"
+  for stage in ("ali", "fden"):
+    log = [json.loads(line) for line in (out / stage / "train_log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in log if "event" not in r]
+    assert steps == sorted(set(steps)), f"the resumed {stage} log reads as one run"
 
 
 def _tiny_fden_training(tmp_path, nonfinite_steps, max_nonfinite=3, steps=40):
@@ -103,6 +108,25 @@ def test_nonfinite_steps_are_skipped_and_never_reach_the_weights(tmp_path):
   model, metrics, _ = _tiny_fden_training(tmp_path, nonfinite_steps=[3, 9, 10])
   assert metrics["skipped_steps"] == 3 and metrics["recoveries"] == 0
   assert all(np.isfinite(v.numpy()).all() for v in model.variables)
+
+
+def test_training_episodes_have_the_training_composition(tmp_path, monkeypatch):
+  drawn = []
+  sampler = train_fden.episodes_lib.EpisodeSampler
+
+  def recording_sampler(labels, way, shot, query, *args):
+    drawn.append((way, shot, query))
+    return sampler(labels, way, shot, query, *args)
+
+  monkeypatch.setattr(train_fden.episodes_lib, "EpisodeSampler", recording_sampler)
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(12), 6)
+  latents = rng.standard_normal((72, 8)).astype(np.float32)
+  c = dataclasses.replace(config_lib.smoke().fden, way=2, shot=1, query=1, train_way=6, train_query=2,
+                          steps=3, episodes_per_batch=2)
+  model = fden_lib.FDEN(8, hidden_scale=0.1, init_stddev=0.05, dropout=0.0)
+  metrics = train_fden.train(model, c, latents, labels, str(tmp_path), show_progress=False, log_every=1)
+  assert drawn == [(6, 1, 2)] and metrics["step"] == 3
 
 
 def test_consecutive_nonfinite_steps_restore_the_last_checkpoint_at_a_lower_learning_rate(tmp_path):
@@ -151,6 +175,8 @@ def _bad_inputs(tmp_path, uninterrupted):
                                     "holds neither images_background.zip"),
       "way above test classes": (["--way=500"], "larger than the 20 classes"),
       "shot + query above samples": (["--shot=8", "--query=5"], "exceeds the 10 samples"),
+      "training way above train classes": (["--train_way=5000"], "--train_way=5000 is larger than the 200 "
+                                           "classes of the training split"),
       "ali_dir image size": (["--stage=fden", f"--ali_dir={_fake_ali_dir(tmp_path / 'a64', (64, 64, 1))}"],
                              "ALI for 64x64x1 images but the dataset has 32x32x1"),
       "ali_dir channels": (["--stage=fden", f"--ali_dir={_fake_ali_dir(tmp_path / 'a3', (32, 32, 3))}"],
@@ -170,7 +196,8 @@ def _bad_inputs(tmp_path, uninterrupted):
 
 BAD_INPUT_CASES = ["unknown dataset", "missing data dir", "empty data dir", "data dir lacks a split",
                    "omniglot split lists missing", "omniglot without archives",
-                   "way above test classes", "shot + query above samples", "ali_dir image size",
+                   "way above test classes", "shot + query above samples",
+                   "training way above train classes", "ali_dir image size",
                    "ali_dir channels", "ali_dir latent size", "ali_dir without checkpoint",
                    "ali_dir corrupted checkpoint", "output dir not writable", "non-positive ALI steps",
                    "non-positive FDEN steps", "non-positive batch size", "non-positive episodes per batch"]

@@ -113,3 +113,14 @@ def test_project_script_writes_the_projector_for_a_finished_run(run_dir, tmp_pat
   missing = subprocess.run([sys.executable, script, f"--run_dir={tmp_path / 'nope'}"], capture_output=True,
                            text=True, timeout=300)
   assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_path_like_class_names_give_projector_columns():
+  names = ["Greek/character01/rot000", "Latin/character12/rot270"]
+  assert pipeline.class_name_parts(names) == {"alphabet": ["Greek", "Latin"],
+                                              "character": ["character01", "character12"],
+                                              "rotation": ["rot000", "rot270"]}
+  assert pipeline.class_name_parts(["Greek/character01"]) == {"alphabet": ["Greek"],
+                                                               "character": ["character01"]}
+  assert pipeline.class_name_parts(["glyph0001", "glyph0002"]) == {}
+  assert pipeline.class_name_parts(["a/b", "a/b/c"]) == {}  # mixed depths: not a naming scheme

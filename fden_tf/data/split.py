@@ -60,16 +60,17 @@ def split_classes(num_classes: int, test_fraction: float, seed: int):
   return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def check_episode_shape(labels: np.ndarray, way: int, shot: int, query: int, split_name: str = "this split"):
-  """Raises ValueError, naming the flag to change, when C-way K-shot episodes with Q queries per class
-  cannot be drawn from `labels`. Returns the per-class sample counts."""
+def check_episode_shape(labels: np.ndarray, way: int, shot: int, query: int, split_name: str = "this split",
+                        flag_prefix: str = ""):
+  """Raises ValueError, naming the flag to change (--<flag_prefix>way etc.), when C-way K-shot episodes with
+  Q queries per class cannot be drawn from `labels`. Returns the per-class sample counts."""
   labels = np.asarray(labels)
   counts = np.bincount(labels) if labels.size else np.zeros(0, np.int64)
   if way < 1 or shot < 1 or query < 1:
     raise ValueError(f"way, shot and query must be >= 1, got way={way} shot={shot} query={query}")
   if way > len(counts):
-    raise ValueError(f"--way={way} is larger than the {len(counts)} classes of {split_name}")
+    raise ValueError(f"--{flag_prefix}way={way} is larger than the {len(counts)} classes of {split_name}")
   if shot + query > counts.min():
-    raise ValueError(f"--shot + --query = {shot + query} exceeds the {counts.min()} samples of the "
+    raise ValueError(f"--{flag_prefix}shot + --{flag_prefix}query = {shot + query} exceeds the {counts.min()} samples of the "
                      f"smallest class of {split_name} (class {int(counts.argmin())})")
   return counts
