@@ -2,7 +2,7 @@
 
     python benchmarks/ali_profile.py                 # profile + timing of the CPU preset's step (~1.5 min)
     python benchmarks/ali_profile.py --noprofile     # timing only
-    python benchmarks/ali_profile.py --levers        # the levers table: one child process per setting (~12 min)
+    python benchmarks/ali_profile.py --levers        # the levers table: one child process per setting (~10 min)
     TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/ali_profile.py   # any setting read when TensorFlow starts
 
 The step is the one `benchmarks/throughput.py` rates in its item 4: the CPU preset's ALI (`config.cpu().ali`,
@@ -71,7 +71,6 @@ MATMUL_SIZE = 2048
 # (label, environment, flags) for --levers. Each child times the step against the matmul on its own.
 LEVERS = (
     ("default (oneDNN ops off on this CPU)", {}, []),
-    ("TF_ENABLE_ONEDNN_OPTS=0", {"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
     ("TF_NUM_INTEROP_THREADS=1", {"TF_NUM_INTEROP_THREADS": "1"}, []),
     ("TF_ENABLE_ONEDNN_OPTS=1", {"TF_ENABLE_ONEDNN_OPTS": "1"}, []),
     ("oneDNN + TF_NUM_INTEROP_THREADS=1", {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTEROP_THREADS": "1"}, []),
@@ -82,7 +81,6 @@ LEVERS = (
     ("oneDNN + batch 256", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--batch_size=256", "--block=3"]),
     ("width 0.5", {}, ["--width=0.5", "--block=3"]),
     ("oneDNN + width 0.5", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--width=0.5", "--block=3"]),
-    ("width 1", {}, ["--width=1", "--block=2", "--rounds=3"]),
     ("oneDNN + width 1", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--width=1", "--block=2", "--rounds=3"]),
 )
 _ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")
