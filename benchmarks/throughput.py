@@ -50,6 +50,7 @@ from absl import logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's fden_tf, as `python benchmarks/throughput.py` runs from anywhere
 
+import fden_tf  # pylint: disable=g-import-not-at-top,unused-import  (before TensorFlow: its CPU settings)
 import keras  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
@@ -690,7 +691,8 @@ def machine() -> dict:
   gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
           for g in tf.config.list_physical_devices("GPU")]
   return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "gpus": gpus, "tensorflow": tf.__version__,
-          "keras": keras.__version__, "python": platform.python_version()}
+          "keras": keras.__version__, "python": platform.python_version(),
+          "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
 
 
 def run(tiny=False, sections=SECTIONS, memory_commands=()) -> dict:
@@ -848,7 +850,8 @@ def main(argv):
   results["command"] = " ".join(["python", "benchmarks/throughput.py"] + sys.argv[1:])
   m = results["machine"]
   print(f"\n`{results['command']}`: {m['cores']} cores of {m['cpu']}, "
-        f"{'GPUs ' + ', '.join(m['gpus']) if m['gpus'] else 'no GPU'}, TensorFlow {m['tensorflow']}; "
+        f"{'GPUs ' + ', '.join(m['gpus']) if m['gpus'] else 'no GPU'}, TensorFlow {m['tensorflow']} "
+        f"(TF_ENABLE_ONEDNN_OPTS={m['TF_ENABLE_ONEDNN_OPTS']}); "
         f"{results['seconds']:.0f} s; load average {results['load_average_before']:.1f} before, "
         f"{results['load_average_after']:.1f} after (above {m['cores']}: the machine was shared)\n")
   print(results["table"])

@@ -134,15 +134,18 @@ class FDEN(keras.Model):
   def entangle(self, f_ide, f_sty):
     return self.entangler(f_ide, f_sty, training=False)
 
-  def statistician_outputs(self, f_ide, f_sty, permutation, training=False):
-    """T on joint pairs (f_ide_i, f_sty_i) and on marginal pairs (f_ide_i, f_sty_perm(i)), each [B].
+  def statistician_outputs(self, f_ide, f_sty, permutation, training=False, pool=None):
+    """T on joint pairs (f_ide_i, f_sty_i) and on marginal pairs (f_ide_i, pool(f_sty)[perm(i)]), each [B].
 
     Both factors pass the GRL first. Joint and marginal pairs go through F_mi as one batch so its batch
-    norm normalises both with the same statistics.
+    norm normalises both with the same statistics. pool: the f_sty that marginal pairs are drawn from,
+    as a function of this batch's (default: this batch's own). Under tf.distribute training passes
+    `distribute.all_gather`, so marginal pairs cross replicas as one device pairs them across its batch;
+    gathering is linear, so the reversed gradient of a borrowed f_sty flows back to its replica.
     """
     f_ide = gradients.gradient_reversal(f_ide, self.grl_lambda)
     f_sty = gradients.gradient_reversal(f_sty, self.grl_lambda)
-    f_sty_marginal = tf.gather(f_sty, permutation)
+    f_sty_marginal = tf.gather(f_sty if pool is None else pool(f_sty), permutation)
     t = self.statistician(tf.concat([f_ide, f_ide], 0), tf.concat([f_sty, f_sty_marginal], 0),
                           training=training)
     return tf.split(t, 2)

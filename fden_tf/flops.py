@@ -110,9 +110,11 @@ _UNCOUNTED = ("Conv3D", "DepthwiseConv2dNative", "Einsum", "_FusedMatMul", "_Fus
 def graph_flops(fn, *args, **kwargs) -> int:
   """FLOPs of one call of `fn` (a `tf.function`, or a plain function, traced here) on `args`.
 
-  Every op of the traced graph is visited, including those in the branches of `tf.cond` and in called
-  functions; a `tf.cond` counts both branches and a loop body counts once, so trace functions whose products
-  run unconditionally and outside loops (a train step does: only the optimizer update sits in a branch).
+  Every op that runs is counted: those the graph's outputs and control outputs (its side effects) depend
+  on, as the function runtime prunes the rest (e.g. the parts of a tape's gradient that nothing uses), and,
+  in the same way, the ops of the branches of `tf.cond` and of called functions. A `tf.cond` counts both
+  branches and a loop body counts once, so trace functions whose products run unconditionally and outside
+  loops (a train step does: only the optimizer update sits in a branch).
   """
   if not hasattr(fn, "get_concrete_function"):
     fn = tf.function(fn)
@@ -124,7 +126,7 @@ def _count(graph, root, per_function):
   """FLOPs of `graph`'s ops plus those of every function its ops call (each call counted; a function's
   own total computed once, in `per_function`)."""
   total = 0
-  for op in graph.get_operations():
+  for op in _running_ops(graph):
     if op.type in _UNCOUNTED:
       raise ValueError(f"op {op.type} ({op.name}) is not counted by fden_tf.flops")
     counter = OP_COUNTERS.get(op.type)
@@ -135,6 +137,19 @@ def _count(graph, root, per_function):
         per_function[name] = _count(_function_graph(graph, root, name), root, per_function)
       total += per_function[name]
   return total
+
+
+def _running_ops(graph):
+  """The ops of `graph` that its outputs and control outputs depend on, in graph order."""
+  stack = [t.op for t in graph.outputs] + list(graph.control_outputs)
+  seen = set()
+  while stack:
+    op = stack.pop()
+    if op not in seen:
+      seen.add(op)
+      stack.extend(t.op for t in op.inputs)
+      stack.extend(op.control_inputs)
+  return [op for op in graph.get_operations() if op in seen]
 
 
 def _function_names(op):

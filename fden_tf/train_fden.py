@@ -42,22 +42,6 @@ def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: i
   return inputs
 
 
-def statistician_outputs(model: fden_lib.FDEN, f_ide, f_sty, marginal, training=True):
-  """T on joint pairs (f_ide_i, f_sty_i) and marginal pairs (f_ide_i, f_sty_marginal(i)), each [n].
-
-  As `FDEN.statistician_outputs`, except that `marginal` indexes the f_sty of the global batch (every
-  replica's, gathered in replica order), so the product of marginals pairs samples across replicas just
-  as one device pairs them across its batch. Both factors pass the GRL first; gathering is linear, so
-  the reversed gradient of a borrowed f_sty flows back to the replica that computed it.
-  """
-  f_ide = gradients.gradient_reversal(f_ide, model.grl_lambda)
-  f_sty = gradients.gradient_reversal(f_sty, model.grl_lambda)
-  f_sty_marginal = tf.gather(distribute.all_gather(f_sty), marginal)
-  t = model.statistician(tf.concat([f_ide, f_ide], 0), tf.concat([f_sty, f_sty_marginal], 0),
-                         training=training)
-  return tf.split(t, 2)
-
-
 def donsker_varadhan_share(t_joint, t_marginal):
   """Eq. 4 on a replica: its mean of T on joint pairs minus log E_marginal[exp(T)] over the *global*
   batch. Averaged over the replicas (all_sum of share / R) this is Eq. 4 on the global batch exactly;
@@ -98,7 +82,9 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
       support, queries = episodes_lib.split_episode(
           tf.reshape(f_ide, [episodes, way, shot + query, -1]), shot)
       l_c, accuracy = losses.episodic_loss_eq5(support, queries, sampler.query_labels(episodes))
-      t_joint, t_marginal = statistician_outputs(model, f_ide, f_sty, batch["marginal"])
+      # Marginal pairs index the global batch's f_sty (every replica's, gathered in replica order).
+      t_joint, t_marginal = model.statistician_outputs(f_ide, f_sty, batch["marginal"], training=True,
+                                                       pool=distribute.all_gather)
       l_m = donsker_varadhan_share(t_joint, t_marginal) + poison  # poison: 0, or NaN in tests
       loss_u = (c.alpha * l_r + c.beta * l_c) / replicas
       loss_m = -c.gamma * l_m / replicas

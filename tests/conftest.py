@@ -5,6 +5,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import fden_tf  # pylint: disable=g-import-not-at-top,unused-import  (before TensorFlow, as the scripts import it)
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 # Two logical CPU devices, so tests can run MirroredStrategy(["/cpu:0", "/cpu:1"]) (tests/test_distribute.py).

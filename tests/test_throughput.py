@@ -15,12 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _forward_and_backward(layer, x):
-  """Gradients of sum(layer(x)) for the input and every weight: a train step's products for one layer."""
+  """sum(layer(x)) and its gradients for the input and every weight: a train step's products for one layer
+  (the loss is returned, as a train step's is; else its forward product would not run)."""
   def step(x):
     with tf.GradientTape() as tape:
       tape.watch(x)
       y = tf.reduce_sum(layer(x))
-    return tape.gradient(y, [x] + layer.trainable_variables)
+    return y, tape.gradient(y, [x] + layer.trainable_variables)
   return step
 
 
@@ -69,6 +70,27 @@ def test_graph_flops_counts_batched_matmuls_and_cond_branches():
   # A tf.cond counts both branches (the products in them are counted wherever they sit).
   branchy = lambda m: tf.cond(m[0, 0] > 0, lambda: tf.matmul(m, m), lambda: m)
   assert flops.graph_flops(branchy, m) == 2 * 4 * 4 * 4
+
+
+def test_graph_flops_counts_only_ops_that_run():
+  m = tf.zeros([4, 4])
+  # The unused product is pruned by the function runtime, so it is not counted; one the result (or a
+  # side effect, like a variable update) depends on is.
+  assert flops.graph_flops(lambda m: (tf.matmul(m, m), m + 1)[1], m) == 0
+  v = tf.Variable(tf.zeros([4, 4]))
+  assert flops.graph_flops(lambda m: (v.assign(tf.matmul(m, m)), m + 1)[1], m) == 2 * 4 * 4 * 4
+  # A tape's gradient runs only the products it needs: d(sum(x w1 w2))/dw2 = (x w1)^T 1 needs x w1 and
+  # one backward product, not (x w1) w2 (unless the loss itself is returned), nor anything for w1.
+  x, w1, w2 = tf.zeros([2, 3]), tf.Variable(tf.zeros([3, 5])), tf.Variable(tf.zeros([5, 7]))
+
+  def grad_w2(with_loss):
+    with tf.GradientTape() as tape:
+      y = tf.reduce_sum(tf.matmul(tf.matmul(x, w1), w2))
+    return (y, tape.gradient(y, w2)) if with_loss else tape.gradient(y, w2)
+
+  x_w1, x_w1_w2, backward = 2 * 2 * 3 * 5, 2 * 2 * 5 * 7, 2 * 5 * 2 * 7
+  assert flops.graph_flops(lambda: grad_w2(False)) == x_w1 + backward
+  assert flops.graph_flops(lambda: grad_w2(True)) == x_w1 + x_w1_w2 + backward
 
 
 def test_graph_flops_refuses_unknown_shapes():
