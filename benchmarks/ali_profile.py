@@ -11,16 +11,16 @@ built by throughput.py's own helpers and fed batches made beforehand. It reports
 
 1. Timing: ms per step (medians of blocks of --block steps) and the FLOP/s of a 2048 x 2048 float32 matmul
    (throughput.py's `MatmulRate`, the faster of two timings after each block), timed in turns in the same
-   process, so both sides see the same load.
-   FLOPs per step two ways: `counted`, `fden_tf.flops.graph_flops` as throughput.py counts them (every
-   product of the traced graph), and `executed`, only the products the step's outputs and side effects
-   depend on (the graph pruned as TensorFlow prunes it when it runs the function). The two differ: the
-   discriminator's tape.gradient also builds gradients through the encoder and generator, and the
-   generator's through the discriminator's filters, which nothing uses and which never run.
+   process, so both sides see the same load. FLOPs per step are `fden_tf.flops.graph_flops`, as
+   throughput.py counts them: the products of the ops that run (those the step's outputs and side effects
+   depend on, as TensorFlow prunes the function when it runs it), so the gradients a tape builds that
+   nothing uses (the discriminator's tape.gradient through the encoder and generator, the generator's
+   through the discriminator's filters) are not counted.
 2. With --profile (the default): `tf.profiler` over --profile_steps steps, converted with the profiler
    plugin's "framework_op_stats" tool; self time per op type and per op (share of the summed self time of
    all ops, idle excluded; with inter-op parallelism ops overlap, so shares are of thread time, not of
-   wall time), with the FLOP/s of each op type and op that does products (self time, executed FLOPs).
+   wall time), with the FLOP/s of each op type and op that does products (self time, FLOPs of the ops
+   that run).
 3. With --levers: this script again in child processes, one per setting (oneDNN on/off, inter-op and
    intra-op threads, batch size, width, XLA, --fused_batch_norm), and a table of step ms and % of the
    matmul rate.
@@ -143,44 +143,30 @@ def build_step(width=None, batch_size=None, synthetic_images=False, xla=False, f
 
 
 # ------------------------------------------------------------------------------------------------------
-# FLOPs: per op of the traced graph, and which of them run.
+# FLOPs: per op that runs.
 
 def op_flops(step, *args):
-  """({op name: FLOPs} of every product in the step's graph and the functions it calls, {names of the ops
-  that run}, {bias add: the product it adds to}). Products are those `fden_tf.flops` counts; grappler
-  fuses a product and the bias add it feeds into one op named after the bias add, hence the aliases. An
-  op runs when the function's outputs or control outputs (its side effects) depend on it; ops in called
-  functions count as running when their caller does (as in flops.graph_flops)."""
+  """({op name: FLOPs} of every product that runs in the step's graph and the functions it calls, {bias
+  add: the product it adds to}). Products are those `fden_tf.flops` counts, and an op runs when it is in
+  `flops.running_ops` of its graph (the step's, or that of a function a running op calls), as in
+  `flops.graph_flops`. Grappler fuses a product and the bias add it feeds into one op named after the bias
+  add, hence the aliases."""
   graph = step.get_concrete_function(*args).graph
-  per_op, runs, aliases = {}, set(), {}
+  per_op, aliases, visited = {}, {}, set()
 
-  def visit(g, reachable):
-    for op in g.get_operations():
+  def visit(g):
+    for op in flops.running_ops(g):
       if op.type in ("BiasAdd", "BiasAddV1") and op.inputs[0].op.type in flops.OP_COUNTERS:
         aliases[op.name] = op.inputs[0].op.name
       if op.type in flops.OP_COUNTERS:
         per_op[op.name] = flops.OP_COUNTERS[op.type](op)
-      if reachable is None or op in reachable:
-        runs.add(op.name)
-        for name in flops._function_names(op):  # pylint: disable=protected-access
-          visit(flops._function_graph(g, graph, name), None)  # pylint: disable=protected-access
+      for name in flops._function_names(op):  # pylint: disable=protected-access
+        if name not in visited:
+          visited.add(name)
+          visit(flops._function_graph(g, graph, name))  # pylint: disable=protected-access
 
-  visit(graph, _reachable(graph))
-  return per_op, runs, aliases
-
-
-def _reachable(graph):
-  """Ops of `graph` that its outputs and control outputs depend on (what the function runtime keeps)."""
-  stack = [t.op for t in graph.outputs] + list(graph.control_outputs)
-  seen = set()
-  while stack:
-    op = stack.pop()
-    if op in seen:
-      continue
-    seen.add(op)
-    stack.extend(t.op for t in op.inputs)
-    stack.extend(op.control_inputs)
-  return seen
+  visit(graph)
+  return per_op, aliases
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -286,8 +272,7 @@ def breakdown(rows, per_op, aliases, steps, wall_seconds):
 # Levers.
 
 def run_levers():
-  rows = ["| setting | ms/step | counted GFLOP | executed GFLOP | matmul GFLOP/s | % of matmul (counted) | "
-          "% (executed) | per round (counted) |", "|---|---|---|---|---|---|---|---|"]
+  rows = ["| setting | ms/step | GFLOP | matmul GFLOP/s | % of matmul | per round |", "|---|---|---|---|---|---|"]
   print("\n".join(rows), flush=True)
   for label, env, extra in LEVERS:
     env = {**{k: v for k, v in os.environ.items() if k not in _ENV_KEYS}, **env}
@@ -298,9 +283,8 @@ def run_levers():
       print(f"| {label} | failed: {out.stderr.strip().splitlines()[-1:]} |", flush=True)
       continue
     r = json.loads(line[len("RESULT "):])
-    print(f"| {label} | {r['ms']:.0f} | {r['counted_gflop']:.2f} | {r['executed_gflop']:.2f} | "
-          f"{r['matmul_gflops']:.0f} | {100 * r['fraction_counted']:.0f}% | {100 * r['fraction_executed']:.0f}% | "
-          f"{', '.join(f'{100 * x:.0f}' for x in r['fractions_counted'])} |", flush=True)
+    print(f"| {label} | {r['ms']:.0f} | {r['gflop']:.2f} | {r['matmul_gflops']:.0f} | {100 * r['fraction']:.0f}% | "
+          f"{', '.join(f'{100 * x:.0f}' for x in r['fractions'])} |", flush=True)
 
 
 def main(argv):
@@ -311,17 +295,14 @@ def main(argv):
   step, batches, c = build_step(FLAGS.width, FLAGS.batch_size, FLAGS.synthetic_images, FLAGS.xla,
                                 FLAGS.fused_batch_norm)
   poison = tf.constant(0.0)
-  counted = flops.graph_flops(step, batches[0], poison)
-  per_op, runs, aliases = op_flops(step, batches[0], poison)
-  executed = sum(f for name, f in per_op.items() if name in runs)
+  step_flops = flops.graph_flops(step, batches[0], poison)
   timing = time_step(step, batches, FLAGS.rounds, FLAGS.block)
   s, m = timing["seconds"], timing["matmul"]
   settings = {k: os.environ.get(k, "") for k in _ENV_KEYS}
   result = {"width": c.width, "batch_size": c.batch_size, "xla": FLAGS.xla,
             "fused_batch_norm": FLAGS.fused_batch_norm, "env": settings, "ms": 1e3 * s,
-            "counted_gflop": counted / 1e9, "executed_gflop": executed / 1e9, "matmul_gflops": m / 1e9,
-            "fraction_counted": counted / s / m, "fraction_executed": executed / s / m,
-            "fractions_counted": [counted / sec / mm for sec, mm in timing["rounds"]]}
+            "gflop": step_flops / 1e9, "matmul_gflops": m / 1e9, "fraction": step_flops / s / m,
+            "fractions": [step_flops / sec / mm for sec, mm in timing["rounds"]]}
   if FLAGS.json:
     print("RESULT " + json.dumps(result), flush=True)
   print(f"\nALI step: width {c.width:g}, batch {c.batch_size}, XLA {FLAGS.xla}, fused batch norm "
@@ -330,18 +311,18 @@ def main(argv):
         f"load average {os.getloadavg()[0]:.1f}")
   print(f"  {1e3 * s:.1f} ms/step (median of {FLAGS.rounds} blocks of {FLAGS.block}); matmul {MATMUL_SIZE}^2 "
         f"{m / 1e9:.1f} GFLOP/s in the same rounds")
-  print(f"  counted (flops.graph_flops, as throughput.py): {counted / 1e9:.3f} GFLOP -> {counted / s / 1e9:.1f} "
-        f"GFLOP/s = {100 * counted / s / m:.0f}% of the matmul rate "
-        f"(rounds: {', '.join(f'{100 * x:.0f}%' for x in result['fractions_counted'])})")
-  print(f"  executed (products the step's results depend on): {executed / 1e9:.3f} GFLOP -> "
-        f"{executed / s / 1e9:.1f} GFLOP/s = {100 * executed / s / m:.0f}% of the matmul rate")
+  print(f"  {step_flops / 1e9:.3f} GFLOP/step (flops.graph_flops, as throughput.py) -> {step_flops / s / 1e9:.1f} "
+        f"GFLOP/s = {100 * step_flops / s / m:.0f}% of the matmul rate "
+        f"(rounds: {', '.join(f'{100 * x:.0f}%' for x in result['fractions'])})")
   if FLAGS.profile:
     logdir = FLAGS.logdir or tempfile.mkdtemp(prefix="ali_profile_")
+    per_op, aliases = op_flops(step, batches[0], poison)
     rows, wall = profile(step, batches, FLAGS.profile_steps, logdir)
     text, ran = breakdown(rows, per_op, aliases, FLAGS.profile_steps, wall)
     print("\n" + text)
-    if abs(ran - executed) > 1e-3 * executed:
-      print(f"\nnote: the profile's ops did {ran / 1e9:.3f} GFLOP/step, the pruned graph {executed / 1e9:.3f}")
+    if abs(ran - step_flops) > 1e-3 * step_flops:
+      print(f"\nnote: the profile's ops did {ran / 1e9:.3f} GFLOP/step, flops.graph_flops counts "
+            f"{step_flops / 1e9:.3f}")
 
 
 if __name__ == "__main__":

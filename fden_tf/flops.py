@@ -126,7 +126,7 @@ def _count(graph, root, per_function):
   """FLOPs of `graph`'s ops plus those of every function its ops call (each call counted; a function's
   own total computed once, in `per_function`)."""
   total = 0
-  for op in _running_ops(graph):
+  for op in running_ops(graph):
     if op.type in _UNCOUNTED:
       raise ValueError(f"op {op.type} ({op.name}) is not counted by fden_tf.flops")
     counter = OP_COUNTERS.get(op.type)
@@ -139,7 +139,7 @@ def _count(graph, root, per_function):
   return total
 
 
-def _running_ops(graph):
+def running_ops(graph):
   """The ops of `graph` that its outputs and control outputs depend on, in graph order."""
   stack = [t.op for t in graph.outputs] + list(graph.control_outputs)
   seen = set()
