@@ -1,7 +1,7 @@
 """Table 1 on real Omniglot, beside the paper's numbers: one command.
 
     python benchmarks/omniglot.py --data_dir=../shared/data/omniglot \
-        --splits_dir=../shared/data/omniglot/splits/vinyals          # CPU preset, about 1.5 h on 2 cores
+        --splits_dir=../shared/data/omniglot/splits/vinyals          # CPU preset, under 2 h on 2 cores
     python benchmarks/omniglot.py --preset=paper --data_dir=...      # the paper's scale, for a GPU
 
 Trains ALI once on the 4,800 training classes of the Vinyals split (rotations as classes), then FDEN for each
