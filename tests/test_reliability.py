@@ -55,12 +55,6 @@ def uninterrupted(tmp_path_factory):
   return out
 
 
-def test_same_seed_gives_the_same_metrics(uninterrupted, tmp_path):
-  result = _run(tmp_path / "again")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert _comparable(_metrics(tmp_path / "again")) == _comparable(_metrics(uninterrupted))
-
-
 def _kill_at(out, marker):
   """Starts the run of `out` and SIGKILLs it as soon as `marker` (a checkpoint file) exists."""
   proc = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
@@ -79,7 +73,9 @@ def _kill_at(out, marker):
 
 
 def test_sigkill_in_each_stage_then_rerun_matches_an_uninterrupted_run(uninterrupted, tmp_path):
-  # Killed mid-ALI; the rerun resumes ALI, finishes it and is killed mid-FDEN; the last rerun resumes FDEN.
+  """Killed mid-ALI; the rerun resumes ALI, finishes it and is killed mid-FDEN; the last rerun resumes FDEN.
+  Equal metrics also show that the same seed gives the same run in another process: the first process
+  recomputes ALI's first steps from scratch."""
   out = tmp_path / "killed"
   for stage in ("ali", "fden"):
     _kill_at(out, out / stage / "checkpoints" / "ckpt-20.index")
