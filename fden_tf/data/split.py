@@ -71,6 +71,7 @@ def check_episode_shape(labels: np.ndarray, way: int, shot: int, query: int, spl
   if way > len(counts):
     raise ValueError(f"--{flag_prefix}way={way} is larger than the {len(counts)} classes of {split_name}")
   if shot + query > counts.min():
-    raise ValueError(f"--{flag_prefix}shot + --{flag_prefix}query = {shot + query} exceeds the {counts.min()} samples of the "
-                     f"smallest class of {split_name} (class {int(counts.argmin())})")
+    raise ValueError(f"--{flag_prefix}shot + --{flag_prefix}query = {shot + query} exceeds the "
+                     f"{counts.min()} samples of the smallest class of {split_name} "
+                     f"(class {int(counts.argmin())})")
   return counts
