@@ -22,7 +22,7 @@ built by throughput.py's own helpers and fed batches made beforehand. It reports
    wall time), with the FLOP/s of each op type and op that does products (self time, FLOPs of the ops
    that run).
 3. With --levers: this script again in child processes, one per setting (oneDNN on/off, inter-op and
-   intra-op threads, batch size, width, XLA, --fused_batch_norm), and a table of step ms and % of the
+   intra-op threads, batch size, width, XLA, --keras_layers), and a table of step ms and % of the
    matmul rate.
 
 Settings read when TensorFlow starts (TF_ENABLE_ONEDNN_OPTS, TF_NUM_INTEROP_THREADS,
@@ -45,21 +45,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-import keras  # pylint: disable=g-import-not-at-top
-import numpy as np
+import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
 import throughput  # benchmarks/throughput.py: the step is built with its helpers
+from fden_tf import ali as ali_lib
 from fden_tf import config as config_lib
 from fden_tf import flops
+from fden_tf import layers
 from fden_tf.data import datasets
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("width", None, "ALI width (default: the CPU preset's).")
 flags.DEFINE_integer("batch_size", None, "ALI batch size (default: the CPU preset's).")
 flags.DEFINE_boolean("xla", False, "Recompile the trainer's step with XLA (jit_compile=True).")
-flags.DEFINE_boolean("fused_batch_norm", False, "Lever: build the ALI with Keras's training-mode batch norm "
-                     "replaced by TensorFlow's fused kernel (FusedBatchNormV3), same maths (see fused_call).")
+flags.DEFINE_boolean("keras_layers", False, "Lever, backwards: build the ALI with Keras's own Conv2D, "
+                     "Conv2DTranspose and BatchNormalization instead of fden_tf.layers' (as before them).")
 flags.DEFINE_boolean("profile", True, "Profile the step and print the per-op breakdown.")
 flags.DEFINE_integer("profile_steps", 20, "Steps under the profiler.")
 flags.DEFINE_integer("rounds", 5, "Timing rounds: a block of steps, then two matmul timings.")
@@ -79,8 +80,8 @@ LEVERS = (
     ("TF_NUM_INTEROP_THREADS=1", {"TF_NUM_INTEROP_THREADS": "1"}, []),
     ("TF_ENABLE_ONEDNN_OPTS=1", {"TF_ENABLE_ONEDNN_OPTS": "1"}, []),
     ("oneDNN + TF_NUM_INTEROP_THREADS=1", {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTEROP_THREADS": "1"}, []),
-    ("fused batch norm", {}, ["--fused_batch_norm"]),
-    ("oneDNN + fused batch norm", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--fused_batch_norm"]),
+    ("Keras's layers (not fden_tf.layers)", {}, ["--keras_layers"]),
+    ("oneDNN + Keras's layers", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--keras_layers"]),
     ("oneDNN + TF_NUM_INTRAOP_THREADS=1", {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTRAOP_THREADS": "1"}, []),
     ("XLA (jit_compile the whole step)", {}, ["--xla"]),
     ("batch 100", {}, ["--batch_size=100"]),
@@ -96,30 +97,10 @@ _ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_
 # ------------------------------------------------------------------------------------------------------
 # The step.
 
-def fused_call(layer, inputs, training=None, mask=None):
-  """`keras.layers.BatchNormalization.call` with training-mode statistics from one FusedBatchNormV3 op (its
-  gradient is one FusedBatchNormGradV3) instead of Keras's moments, subtractions and multiplications: the
-  same normalisation and gradients (to float32 round-off), and the same moving averages (Keras averages the
-  biased batch variance; the fused op returns the unbiased one, rescaled here). NHWC 4-D inputs only."""
-  if not (training and layer.trainable) or mask is not None or len(inputs.shape) != 4 or layer.axis not in (-1, 3):
-    return _KERAS_BN_CALL(layer, inputs, training=training, mask=mask)
-  y, mean, unbiased, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-      x=inputs, scale=layer.gamma, offset=layer.beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
-      epsilon=layer.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
-  n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), inputs.dtype)
-  variance = unbiased * (n - 1.0) / n
-  for moving, value in ((layer.moving_mean, mean), (layer.moving_variance, variance)):
-    moving.assign(moving * layer.momentum + tf.stop_gradient(value) * (1.0 - layer.momentum))
-  return y
-
-
-_KERAS_BN_CALL = keras.layers.BatchNormalization.call
-
-
-def build_step(width=None, batch_size=None, synthetic_images=False, xla=False, fused_batch_norm=False):
+def build_step(width=None, batch_size=None, synthetic_images=False, xla=False, keras_layers=False):
   """(step(batch, poison), batches, ali config): the trainer's compiled ALI step as throughput.py builds
   it (`_ali`, `ali_trainer_parts`, `_batches`) for the CPU preset, optionally resized; with
-  fused_batch_norm, traced with `fused_call` as every batch norm's call."""
+  keras_layers, an ALI of Keras's own layers instead of fden_tf.layers' (same weights and maths)."""
   cfg = config_lib.cpu()
   changes = {k: v for k, v in (("width", width), ("batch_size", batch_size)) if v is not None}
   cfg = cfg.replace(ali=changes) if changes else cfg
@@ -128,17 +109,16 @@ def build_step(width=None, batch_size=None, synthetic_images=False, xla=False, f
     images = np.random.default_rng(0).uniform(size=(4096, size, size, cfg.data.channels)).astype(np.float32)
   else:
     images = datasets.load(cfg.data).train.images
-  ali, d_opt, g_opt = throughput._ali(cfg.ali, images)  # pylint: disable=protected-access
+  if keras_layers:
+    ali_lib.layers = layers.KERAS_LAYERS
+  try:
+    ali, d_opt, g_opt = throughput._ali(cfg.ali, images)  # pylint: disable=protected-access
+  finally:
+    ali_lib.layers = layers
   step, inputs = throughput.ali_trainer_parts(ali, d_opt, g_opt, images, cfg.ali, cfg.seed)
   batches = throughput._batches(inputs, 16)  # pylint: disable=protected-access
   if xla:
     step = throughput._xla(step)  # pylint: disable=protected-access
-  if fused_batch_norm:  # traced now, while the patch is in place
-    keras.layers.BatchNormalization.call = fused_call
-    try:
-      step.get_concrete_function(batches[0], tf.constant(0.0))
-    finally:
-      keras.layers.BatchNormalization.call = _KERAS_BN_CALL
   return step, batches, cfg.ali
 
 
@@ -293,20 +273,20 @@ def main(argv):
     run_levers()
     return
   step, batches, c = build_step(FLAGS.width, FLAGS.batch_size, FLAGS.synthetic_images, FLAGS.xla,
-                                FLAGS.fused_batch_norm)
+                                FLAGS.keras_layers)
   poison = tf.constant(0.0)
   step_flops = flops.graph_flops(step, batches[0], poison)
   timing = time_step(step, batches, FLAGS.rounds, FLAGS.block)
   s, m = timing["seconds"], timing["matmul"]
   settings = {k: os.environ.get(k, "") for k in _ENV_KEYS}
   result = {"width": c.width, "batch_size": c.batch_size, "xla": FLAGS.xla,
-            "fused_batch_norm": FLAGS.fused_batch_norm, "env": settings, "ms": 1e3 * s,
+            "keras_layers": FLAGS.keras_layers, "env": settings, "ms": 1e3 * s,
             "gflop": step_flops / 1e9, "matmul_gflops": m / 1e9, "fraction": step_flops / s / m,
             "fractions": [step_flops / sec / mm for sec, mm in timing["rounds"]]}
   if FLAGS.json:
     print("RESULT " + json.dumps(result), flush=True)
-  print(f"\nALI step: width {c.width:g}, batch {c.batch_size}, XLA {FLAGS.xla}, fused batch norm "
-        f"{FLAGS.fused_batch_norm}, "
+  print(f"\nALI step: width {c.width:g}, batch {c.batch_size}, XLA {FLAGS.xla}, "
+        f"{'Keras' if FLAGS.keras_layers else 'fden_tf'} layers, "
         f"{', '.join(f'{k}={v}' for k, v in settings.items() if v) or 'default threading and oneDNN'}; "
         f"load average {os.getloadavg()[0]:.1f}")
   print(f"  {1e3 * s:.1f} ms/step (median of {FLAGS.rounds} blocks of {FLAGS.block}); matmul {MATMUL_SIZE}^2 "

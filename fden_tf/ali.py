@@ -13,6 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fden_tf import layers
+
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
@@ -76,11 +78,11 @@ class Encoder(keras.Model):
     self.latent_dim = latent_dim
     self.blocks = []
     for kernel, stride, channels in arch.encoder:
-      self.blocks.append((keras.layers.Conv2D(_channels(channels, width), kernel, stride, "valid",
+      self.blocks.append((layers.Conv2D(_channels(channels, width), kernel, stride, "valid",
                                               use_bias=False, kernel_initializer=_init()),
-                          keras.layers.BatchNormalization(momentum=BN_MOMENTUM),
+                          layers.BatchNormalization(momentum=BN_MOMENTUM),
                           keras.layers.LeakyReLU(arch.leaky_slope)))
-    self.head = keras.layers.Conv2D(2 * latent_dim, 1, 1, "valid", kernel_initializer=_init())
+    self.head = layers.Conv2D(2 * latent_dim, 1, 1, "valid", kernel_initializer=_init())
     self.flatten = keras.layers.Flatten()
 
   def call(self, x, training=False):
@@ -106,12 +108,12 @@ class Generator(keras.Model):
     self.reshape = keras.layers.Reshape((1, 1, latent_dim))
     self.blocks = []
     for kernel, stride, ch in arch.generator:
-      layer_cls = keras.layers.Conv2DTranspose if (kernel, stride) != (1, 1) else keras.layers.Conv2D
+      layer_cls = layers.Conv2DTranspose if (kernel, stride) != (1, 1) else layers.Conv2D
       self.blocks.append((layer_cls(_channels(ch, width), kernel, stride, "valid", use_bias=False,
                                     kernel_initializer=_init()),
-                          keras.layers.BatchNormalization(momentum=BN_MOMENTUM),
+                          layers.BatchNormalization(momentum=BN_MOMENTUM),
                           keras.layers.LeakyReLU(arch.leaky_slope)))
-    self.to_pixels = keras.layers.Conv2D(channels, 1, 1, "valid", use_bias=False, kernel_initializer=_init())
+    self.to_pixels = layers.Conv2D(channels, 1, 1, "valid", use_bias=False, kernel_initializer=_init())
     # ALI's last bias is per pixel, initialised to the data's pixel log-odds, so the untrained generator
     # already outputs the mean image.
     size = arch.image_size
@@ -135,9 +137,9 @@ class Discriminator(keras.Model):
     slope = arch.leaky_slope
     self.x_blocks = []
     for i, (kernel, stride, channels) in enumerate(arch.disc_x):
-      bn = keras.layers.BatchNormalization(momentum=BN_MOMENTUM) if i > 0 else None
+      bn = layers.BatchNormalization(momentum=BN_MOMENTUM) if i > 0 else None
       self.x_blocks.append((keras.layers.Dropout(DROPOUT),
-                            keras.layers.Conv2D(_channels(channels, width), kernel, stride, "valid",
+                            layers.Conv2D(_channels(channels, width), kernel, stride, "valid",
                                                 use_bias=bn is None, kernel_initializer=_init()),
                             bn, keras.layers.LeakyReLU(slope)))
     z_units = _channels(arch.disc_z_units, width)
