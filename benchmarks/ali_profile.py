@@ -3,7 +3,8 @@
     python benchmarks/ali_profile.py                 # profile + timing of the CPU preset's step (~1.5 min)
     python benchmarks/ali_profile.py --noprofile     # timing only
     python benchmarks/ali_profile.py --levers        # the levers table: one child process per setting (~10 min)
-    TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/ali_profile.py   # any setting read when TensorFlow starts
+    python benchmarks/ali_profile.py --compare_layers --synthetic_images   # fden_tf.layers vs Keras's (~2 min)
+    TF_ENABLE_ONEDNN_OPTS=0 python benchmarks/ali_profile.py   # any setting read when TensorFlow starts
 
 The step is the one `benchmarks/throughput.py` rates in its item 4: the CPU preset's ALI (`config.cpu().ali`,
 or --width / --batch_size) and the ALI trainer's compiled step (`train_ali.make_train_step`, one device),
@@ -45,7 +46,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-import numpy as np  # pylint: disable=g-import-not-at-top
+import fden_tf  # pylint: disable=g-import-not-at-top,unused-import  (before TensorFlow: its CPU settings)
+import numpy as np
 import tensorflow as tf
 
 import throughput  # benchmarks/throughput.py: the step is built with its helpers
@@ -70,26 +72,25 @@ flags.DEFINE_boolean("synthetic_images", False, "Uniform random images instead o
                      "data set (same shapes; timings do not depend on pixel values; saves ~15 s).")
 flags.DEFINE_boolean("json", False, "Print one line 'RESULT {json}' with the timing (for --levers).")
 flags.DEFINE_boolean("levers", False, "Run the levers table (child processes) instead.")
+flags.DEFINE_boolean("compare_layers", False, "Instead: time the step with fden_tf.layers against the same "
+                     "step with Keras's own layers, in turns in one process (noise-robust A/B).")
 flags.DEFINE_string("logdir", None, "Profiler log directory (default: a temporary one).")
 
 MATMUL_SIZE = 2048
 
 # (label, environment, flags) for --levers. Each child times the step against the matmul on its own.
 LEVERS = (
-    ("default (oneDNN ops off on this CPU)", {}, []),
-    ("TF_NUM_INTEROP_THREADS=1", {"TF_NUM_INTEROP_THREADS": "1"}, []),
-    ("TF_ENABLE_ONEDNN_OPTS=1", {"TF_ENABLE_ONEDNN_OPTS": "1"}, []),
-    ("oneDNN + TF_NUM_INTEROP_THREADS=1", {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTEROP_THREADS": "1"}, []),
+    ("default (oneDNN on, fden_tf.layers)", {}, []),
+    ("TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's own kernels)", {"TF_ENABLE_ONEDNN_OPTS": "0"}, []),
     ("Keras's layers (not fden_tf.layers)", {}, ["--keras_layers"]),
-    ("oneDNN + Keras's layers", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--keras_layers"]),
-    ("oneDNN + TF_NUM_INTRAOP_THREADS=1", {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTRAOP_THREADS": "1"}, []),
+    ("TF_ENABLE_ONEDNN_OPTS=0 + Keras's layers", {"TF_ENABLE_ONEDNN_OPTS": "0"}, ["--keras_layers"]),
+    ("TF_NUM_INTEROP_THREADS=1", {"TF_NUM_INTEROP_THREADS": "1"}, []),
+    ("TF_NUM_INTRAOP_THREADS=1", {"TF_NUM_INTRAOP_THREADS": "1"}, []),
     ("XLA (jit_compile the whole step)", {}, ["--xla"]),
     ("batch 100", {}, ["--batch_size=100"]),
     ("batch 256", {}, ["--batch_size=256", "--block=3"]),
-    ("oneDNN + batch 256", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--batch_size=256", "--block=3"]),
     ("width 0.5", {}, ["--width=0.5", "--block=3"]),
-    ("oneDNN + width 0.5", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--width=0.5", "--block=3"]),
-    ("oneDNN + width 1", {"TF_ENABLE_ONEDNN_OPTS": "1"}, ["--width=1", "--block=2", "--rounds=3"]),
+    ("width 1", {}, ["--width=1", "--block=2", "--rounds=3"]),
 )
 _ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")
 
@@ -152,25 +153,53 @@ def op_flops(step, *args):
 # ------------------------------------------------------------------------------------------------------
 # Timing.
 
-def time_step(step, batches, rounds, block):
-  """{"ms": median ms per step, "matmul": median matmul FLOP/s, "rounds": [(s/step, matmul FLOP/s)]},
-  blocks of steps and matmul timings in turns."""
+def time_steps(steps, rounds, block):
+  """{label: {"seconds": median s/step, "matmul": median matmul FLOP/s, "rounds": [(s/step, matmul FLOP/s)]}}
+  for steps = {label: (step, batches)}: each round runs a block of every step in turn, then two matmul
+  timings, so that all of them see the same load."""
   poison = tf.constant(0.0)
-  for i in range(3):
-    throughput._read(step(batches[i % len(batches)], poison))  # pylint: disable=protected-access
+  for step, batches in steps.values():
+    for i in range(3):
+      throughput._read(step(batches[i % len(batches)], poison))  # pylint: disable=protected-access
   matmul = throughput.MatmulRate(MATMUL_SIZE)
-  per_round = []
+  per_round = {label: [] for label in steps}
   for r in range(rounds):
-    t = time.perf_counter()
-    for i in range(block):
-      throughput._read(step(batches[(r * block + i) % len(batches)], poison))  # pylint: disable=protected-access
-    seconds = (time.perf_counter() - t) / block
+    seconds = {}
+    for label, (step, batches) in steps.items():
+      t = time.perf_counter()
+      for i in range(block):
+        batch = batches[(r * block + i) % len(batches)]
+        throughput._read(step(batch, poison))  # pylint: disable=protected-access
+      seconds[label] = (time.perf_counter() - t) / block
     matmul()
     matmul()
-    per_round.append((seconds, max(matmul.rates[-2:])))
+    for label in steps:
+      per_round[label].append((seconds[label], max(matmul.rates[-2:])))
   median = throughput._median  # pylint: disable=protected-access
-  return {"seconds": median([s for s, _ in per_round]), "matmul": median([m for _, m in per_round]),
-          "rounds": per_round}
+  return {label: {"seconds": median([s for s, _ in rs]), "matmul": median([m for _, m in rs]), "rounds": rs}
+          for label, rs in per_round.items()}
+
+
+def compare_layers():
+  """fden_tf.layers against Keras's own layers: the same step, both ALIs in this process, timed in turns."""
+  steps = {}
+  for label, keras_layers in (("Keras's layers", True), ("fden_tf.layers", False)):
+    step, batches, c = build_step(FLAGS.width, FLAGS.batch_size, FLAGS.synthetic_images, FLAGS.xla,
+                                  keras_layers)
+    steps[label] = (step, batches)
+  step, batches = steps["fden_tf.layers"]
+  step_flops = flops.graph_flops(step, batches[0], tf.constant(0.0))
+  timing = time_steps(steps, FLAGS.rounds, FLAGS.block)
+  print(f"\nALI step, width {c.width:g}, batch {c.batch_size}: {FLAGS.rounds} rounds of {FLAGS.block} steps of "
+        f"each, in turns; {step_flops / 1e9:.3f} GFLOP/step; load average {os.getloadavg()[0]:.1f}")
+  print("| layers | ms/step (median) | % of the matmul rate | ms/step per round |\n|---|---|---|---|")
+  for label, t in timing.items():
+    print(f"| {label} | {1e3 * t['seconds']:.0f} | {100 * step_flops / t['seconds'] / t['matmul']:.0f}% | "
+          f"{', '.join(f'{1e3 * s:.0f}' for s, _ in t['rounds'])} |")
+  old, new = (timing[k]["rounds"] for k in steps)
+  ratios = sorted(a / b for (a, _), (b, _) in zip(old, new))
+  print(f"fden_tf.layers' speed-up per round: {ratios[0]:.2f}x to {ratios[-1]:.2f}x, median "
+        f"{throughput._median(ratios):.2f}x")  # pylint: disable=protected-access
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -272,11 +301,14 @@ def main(argv):
   if FLAGS.levers:
     run_levers()
     return
+  if FLAGS.compare_layers:
+    compare_layers()
+    return
   step, batches, c = build_step(FLAGS.width, FLAGS.batch_size, FLAGS.synthetic_images, FLAGS.xla,
                                 FLAGS.keras_layers)
   poison = tf.constant(0.0)
   step_flops = flops.graph_flops(step, batches[0], poison)
-  timing = time_step(step, batches, FLAGS.rounds, FLAGS.block)
+  timing = time_steps({"step": (step, batches)}, FLAGS.rounds, FLAGS.block)["step"]
   s, m = timing["seconds"], timing["matmul"]
   settings = {k: os.environ.get(k, "") for k in _ENV_KEYS}
   result = {"width": c.width, "batch_size": c.batch_size, "xla": FLAGS.xla,

@@ -119,7 +119,7 @@ def sizes(tiny: bool) -> Sizes:
                  variant_sizes=("paper sizes",), variants=("tf.function", "eager"), variant_rounds=1,
                  variant_block=1, paper_ali_rounds=1, paper_ali_block=1, fewshot_episodes=20,
                  fewshot_way=5, matmul_size=128, pipeline_batches=5)
-  return Sizes(main=config_lib.cpu(), paper=config_lib.paper(), paper_classes=250, windows=3,
+  return Sizes(main=config_lib.cpu(), paper=config_lib.paper(), paper_classes=250, windows=5,
                fden_window=30, naive_block=5, ali_window=20, bare_block=10,
                variant_sizes=("CPU preset", "paper sizes"), variants=("tf.function", "eager", "xla", "mixed"),
                variant_rounds=3, variant_block=4, paper_ali_rounds=3, paper_ali_block=2,
