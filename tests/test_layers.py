@@ -48,7 +48,7 @@ def _op_types(layer, input_shape, **call_kwargs):
   return {op.type for op in graph.get_operations()}
 
 
-@pytest.mark.parametrize("shape", [(6, 5, 5, 3), (4, 1, 1, 8)])
+@pytest.mark.parametrize("shape", [(6, 5, 5, 3), (4, 1, 1, 8), (1, 1, 1, 3)])
 def test_batch_norm_training_matches_keras_through_the_fused_kernel(shape):
   fast, reference = _pair(layers.BatchNormalization, keras.layers.BatchNormalization, shape, momentum=0.9)
   _assert_same(fast, reference, shape, training=True)  # also the moving mean and (biased) variance
