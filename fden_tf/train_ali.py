@@ -116,17 +116,34 @@ def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, ali_config, stra
 def batch_indices_fn(num_images: int, batch_size: int, seed: int):
   """step -> the indices of that step's batch: epoch e walks a permutation drawn from (seed, e).
 
-  A pure function of the step (no iterator state), so resuming at step s gives the batch an
-  uninterrupted run would have had.
+  A function of the step alone (no iterator state), so resuming at step s gives the batch an
+  uninterrupted run would have had. The epoch's permutation, a sort of `num_images` keys, is computed
+  when the epoch changes and kept with its epoch number in one host variable (sorting at every step cost
+  2.8 ms of the input thread for 20,000 images and 12 ms for 96,000). The variable is read once per call,
+  so a concurrent caller (an abandoned iterator's prefetch) can cost a recomputation, never a wrong batch.
   """
   if batch_size > num_images:
     raise ValueError(f"ALI batch size {batch_size} exceeds the {num_images} training images")
   per_epoch = num_images // batch_size
+  with tf.device("/cpu:0"):  # beside the input pipeline, whatever the replicas' devices
+    cache = tf.Variable(tf.fill([num_images + 1], tf.constant(-1, tf.int64)), trainable=False,
+                        name="epoch_and_permutation")
+
+  def permutation(epoch):
+    keys = tf.random.stateless_uniform([num_images], tf.stack([tf.constant(seed + 7919, tf.int64), epoch]))
+    return tf.cast(tf.argsort(keys), tf.int64)
 
   def batch_of(step):
     epoch, within = step // per_epoch, step % per_epoch
-    keys = tf.random.stateless_uniform([num_images], tf.stack([tf.constant(seed + 7919, tf.int64), epoch]))
-    return tf.argsort(keys)[within * batch_size:(within + 1) * batch_size]
+    start, stop = within * batch_size, (within + 1) * batch_size
+    cached = cache.read_value()
+
+    def refresh():
+      fresh = permutation(epoch)
+      with tf.control_dependencies([cache.assign(tf.concat([[epoch], fresh], 0))]):
+        return tf.identity(fresh[start:stop])
+
+    return tf.cond(tf.equal(cached[0], epoch), lambda: cached[1 + start:1 + stop], refresh)
 
   return batch_of
 

@@ -217,3 +217,22 @@ def test_a_finished_run_of_another_configuration_is_refused_unless_overwrite(uni
   result = _run(out, "--way=3")
   assert result.returncode == 2 and "different configuration" in result.stderr and "--overwrite" in result.stderr
   assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_ali_batches_are_a_function_of_the_step_in_any_order():
+  """ALI's batch at step s is epoch s // E's permutation of the images, sliced (E steps an epoch), whether
+  the steps come in order, jump back an epoch (a restore) or repeat; the per-epoch cache changes no index."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from fden_tf import train_ali  # pylint: disable=g-import-not-at-top
+  num_images, batch_size, seed = 23, 5, 3  # 4 steps an epoch, 3 images left out of each
+  batch_of = tf.function(train_ali.batch_indices_fn(num_images, batch_size, seed))
+
+  def expected(step):
+    epoch, within = divmod(step, 4)
+    keys = tf.random.stateless_uniform([num_images], tf.constant([seed + 7919, epoch], tf.int64))
+    return np.argsort(keys.numpy(), kind="stable")[within * batch_size:(within + 1) * batch_size]
+
+  for step in [0, 1, 2, 3, 4, 5, 9, 2, 2, 13, 0, 7]:
+    np.testing.assert_array_equal(batch_of(tf.constant(step, tf.int64)), expected(step), err_msg=f"step {step}")
+  epoch = np.concatenate([batch_of(tf.constant(s, tf.int64)).numpy() for s in range(4, 8)])
+  assert len(set(epoch)) == 20 and epoch.min() >= 0 and epoch.max() < num_images
