@@ -79,7 +79,7 @@ class Encoder(keras.Model):
     self.blocks = []
     for kernel, stride, channels in arch.encoder:
       self.blocks.append((layers.Conv2D(_channels(channels, width), kernel, stride, "valid",
-                                              use_bias=False, kernel_initializer=_init()),
+                                        use_bias=False, kernel_initializer=_init()),
                           layers.BatchNormalization(momentum=BN_MOMENTUM),
                           keras.layers.LeakyReLU(arch.leaky_slope)))
     self.head = layers.Conv2D(2 * latent_dim, 1, 1, "valid", kernel_initializer=_init())
@@ -140,7 +140,7 @@ class Discriminator(keras.Model):
       bn = layers.BatchNormalization(momentum=BN_MOMENTUM) if i > 0 else None
       self.x_blocks.append((keras.layers.Dropout(DROPOUT),
                             layers.Conv2D(_channels(channels, width), kernel, stride, "valid",
-                                                use_bias=bn is None, kernel_initializer=_init()),
+                                          use_bias=bn is None, kernel_initializer=_init()),
                             bn, keras.layers.LeakyReLU(slope)))
     z_units = _channels(arch.disc_z_units, width)
     joint_units = _channels(arch.disc_joint_units, width)
