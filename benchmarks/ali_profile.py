@@ -151,34 +151,7 @@ def op_flops(step, *args):
 
 
 # ------------------------------------------------------------------------------------------------------
-# Timing.
-
-def time_steps(steps, rounds, block):
-  """{label: {"seconds": median s/step, "matmul": median matmul FLOP/s, "rounds": [(s/step, matmul FLOP/s)]}}
-  for steps = {label: (step, batches)}: each round runs a block of every step in turn, then two matmul
-  timings, so that all of them see the same load."""
-  poison = tf.constant(0.0)
-  for step, batches in steps.values():
-    for i in range(3):
-      throughput._read(step(batches[i % len(batches)], poison))  # pylint: disable=protected-access
-  matmul = throughput.MatmulRate(MATMUL_SIZE)
-  per_round = {label: [] for label in steps}
-  for r in range(rounds):
-    seconds = {}
-    for label, (step, batches) in steps.items():
-      t = time.perf_counter()
-      for i in range(block):
-        batch = batches[(r * block + i) % len(batches)]
-        throughput._read(step(batch, poison))  # pylint: disable=protected-access
-      seconds[label] = (time.perf_counter() - t) / block
-    matmul()
-    matmul()
-    for label in steps:
-      per_round[label].append((seconds[label], max(matmul.rates[-2:])))
-  median = throughput._median  # pylint: disable=protected-access
-  return {label: {"seconds": median([s for s, _ in rs]), "matmul": median([m for _, m in rs]), "rounds": rs}
-          for label, rs in per_round.items()}
-
+# fden_tf.layers against Keras's (timed with throughput.time_steps).
 
 def compare_layers():
   """fden_tf.layers against Keras's own layers: the same step, both ALIs in this process, timed in turns."""
@@ -189,7 +162,7 @@ def compare_layers():
     steps[label] = (step, batches)
   step, batches = steps["fden_tf.layers"]
   step_flops = flops.graph_flops(step, batches[0], tf.constant(0.0))
-  timing = time_steps(steps, FLAGS.rounds, FLAGS.block)
+  timing = throughput.time_steps(steps, FLAGS.rounds, FLAGS.block, MATMUL_SIZE)
   print(f"\nALI step, width {c.width:g}, batch {c.batch_size}: {FLAGS.rounds} rounds of {FLAGS.block} steps of "
         f"each, in turns; {step_flops / 1e9:.3f} GFLOP/step; load average {os.getloadavg()[0]:.1f}")
   print("| layers | ms/step (median) | % of the matmul rate | ms/step per round |\n|---|---|---|---|")
@@ -308,7 +281,7 @@ def main(argv):
                                 FLAGS.keras_layers)
   poison = tf.constant(0.0)
   step_flops = flops.graph_flops(step, batches[0], poison)
-  timing = time_steps({"step": (step, batches)}, FLAGS.rounds, FLAGS.block)["step"]
+  timing = throughput.time_steps({"step": (step, batches)}, FLAGS.rounds, FLAGS.block, MATMUL_SIZE)["step"]
   s, m = timing["seconds"], timing["matmul"]
   settings = {k: os.environ.get(k, "") for k in _ENV_KEYS}
   result = {"width": c.width, "batch_size": c.batch_size, "xla": FLAGS.xla,

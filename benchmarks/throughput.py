@@ -524,6 +524,31 @@ class MatmulRate:
     return _median(self.rates)
 
 
+def time_steps(steps, rounds, block, matmul_size):
+  """{label: {"seconds": median s/step, "matmul": median matmul FLOP/s, "rounds": [(s/step, matmul FLOP/s)]}}
+  for steps = {label: (step(batch, poison), batches)}, each warmed up (traced) first: every round runs a
+  block of every step in turn, then two matmul timings, so that all of them see the same load."""
+  poison = tf.constant(0.0)
+  for step, batches in steps.values():
+    for i in range(3):
+      _read(step(batches[i % len(batches)], poison))
+  matmul = MatmulRate(matmul_size)
+  per_round = {label: [] for label in steps}
+  for r in range(rounds):
+    seconds = {}
+    for label, (step, batches) in steps.items():
+      t = time.perf_counter()
+      for i in range(block):
+        _read(step(batches[(r * block + i) % len(batches)], poison))
+      seconds[label] = (time.perf_counter() - t) / block
+    matmul()
+    matmul()
+    for label in steps:
+      per_round[label].append((seconds[label], max(matmul.rates[-2:])))
+  return {label: {"seconds": _median([s for s, _ in rs]), "matmul": _median([m for _, m in rs]), "rounds": rs}
+          for label, rs in per_round.items()}
+
+
 def measure_paper_ali_step(s: Sizes, images) -> dict:
   """Item 4 at the paper's ALI (`s.paper.ali`: the SVHN model at full width): the trainer's compiled step
   on batches made beforehand, in blocks taken in turns with matmul timings."""
@@ -531,20 +556,11 @@ def measure_paper_ali_step(s: Sizes, images) -> dict:
   ali, d_opt, g_opt = _ali(c, images)
   step, inputs = ali_trainer_parts(ali, d_opt, g_opt, images, c, s.paper.seed)
   batches = _batches(inputs, s.paper_ali_block + 2)
-  poison = tf.constant(0.0)
-  for batch in batches[:2]:  # traces, then warms the kernels' caches
-    _read(step(batch, poison))
-  matmul, seconds = MatmulRate(s.matmul_size), []
-  for _ in range(s.paper_ali_rounds):
-    t = time.perf_counter()
-    for i in range(s.paper_ali_block):
-      _read(step(batches[2 + i], poison))
-    seconds.append((time.perf_counter() - t) / s.paper_ali_block)
-    matmul()
-    matmul()
+  t = time_steps({"ali": (step, batches)}, s.paper_ali_rounds, s.paper_ali_block, s.matmul_size)["ali"]
   return {"batch_size": c.batch_size, "width": c.width, "latent_dim": c.latent_dim,
-          "flops_per_step": flops.graph_flops(step, batches[0], poison), "seconds_per_step": _median(seconds),
-          "blocks": seconds, "matmul_flops_per_s": matmul.flops_per_s}
+          "flops_per_step": flops.graph_flops(step, batches[0], tf.constant(0.0)),
+          "seconds_per_step": t["seconds"], "blocks": [seconds for seconds, _ in t["rounds"]],
+          "matmul_flops_per_s": t["matmul"]}
 
 
 def measure_ceiling(s: Sizes, results, cache, images) -> dict:
