@@ -98,10 +98,11 @@ def main(argv):
     sys.exit(2)
   from fden_tf import files
   from fden_tf import pipeline
+  from fden_tf import runs
   start = time.time()
   print(f"omniglot: {data.train.num_classes} train classes ({len(data.train.images)} images), "
         f"{data.test.num_classes} test classes ({len(data.test.images)} images), loaded in {load_seconds:.0f} s")
-  ali_metrics = finished_run(ali_dir, ali_config) or pipeline.train_and_evaluate(
+  ali_metrics = runs.finished_metrics(ali_dir, ali_config) or pipeline.train_and_evaluate(
       ali_config, ali_dir, stage="ali", show_progress=FLAGS.progress, export=False, data=data)
   results = {"preset": "omniglot_" + FLAGS.preset, "config": config.to_dict(), "machine": _machine(),
              "ali": {"reconstruction_mse": ali_metrics["ali"]["reconstruction_mse"],
@@ -112,7 +113,7 @@ def main(argv):
     run_dir = os.path.join(output_dir, name)
     run_config = config.replace(fden=episode)
     key = training_key(run_config)
-    m = finished_run(run_dir, run_config)
+    m = runs.finished_metrics(run_dir, run_config)
     if m is None and key in trained:
       m = evaluate_trained(trained[key], run_dir, run_config, data)
     elif m is None:
@@ -180,19 +181,6 @@ def evaluate_trained(source_dir, run_dir, run_config, data):
   files.write_json(os.path.join(run_dir, "config.json"), run_config.to_dict())
   files.write_json(os.path.join(run_dir, "metrics.json"), metrics)
   return metrics
-
-
-def finished_run(run_dir, config):
-  """The metrics.json of a run an earlier invocation finished with this configuration (None otherwise), so a
-  re-run reads finished runs back instead of re-evaluating them."""
-  from fden_tf import preflight
-  path = os.path.join(run_dir, "metrics.json")
-  if not os.path.exists(path) or preflight.holds_other_config(run_dir, config):
-    return None  # not finished, or another configuration (which the pipeline then refuses)
-  with open(path) as f:
-    metrics = json.load(f)
-  done = metrics["stage"] == "ali" or "fewshot" in metrics
-  return metrics if done else None
 
 
 def _training_seconds(train_metrics):

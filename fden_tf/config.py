@@ -46,6 +46,13 @@ class ALIConfig:
   beta_2: float = 0.999
   # Appendix B.2: weight of an l2 reconstruction term ||x - G_x(G_z(x))||^2 added to the generator loss.
   reconstruction_weight: float = 0.0
+  # Beyond ALI (0 = ALI's objective): weight of KL(G_z(x) || N(0, I)) in the encoder's loss, which keeps the
+  # codes where the prior samples are, so G_x(z) of z ~ N(0, I) looks like the data (README "Decisions").
+  kl_weight: float = 0.0
+  # Beyond ALI: weight of MMD(aggregate codes G_z(x), prior draws) (losses.mmd_imq) in the encoder's loss.
+  prior_matching_weight: float = 0.0
+  # The discriminator's learning rate as a multiple of `learning_rate` (1 = ALI's).
+  discriminator_lr_factor: float = 1.0
   checkpoint_every: int = 1000
 
 
@@ -64,6 +71,12 @@ class FDENConfig:
   gamma: float = 0.5  # weight of L_M (Eq. 4)
   grl_lambda: float = 1.0  # the gradient reversal layer's -lambda
   adaptive_clipping: bool = True  # Eq. 7
+  # Beyond the paper (0 / False in the `paper` preset; README "Decisions"): FDEN on standardized codes
+  # (fden.LatentStatistics), the swap-consistency term (losses.swap_consistency_loss) and the style
+  # confusion term (losses.style_confusion_loss), both added to L_u with these weights.
+  standardize_latents: bool = False
+  swap_weight: float = 0.0
+  style_confusion_weight: float = 0.0
   # The few-shot task: C-way K-shot episodes with Q query samples per class, evaluated on unseen classes.
   way: int = 5
   shot: int = 1
@@ -185,6 +198,33 @@ def omniglot_paper() -> Config:
                 fden=FDENConfig(steps=625_000, checkpoint_every=10_000))
 
 
+def flowers_cpu() -> Config:
+  """`python scripts/train.py --dataset=oxford_flowers102 --data_dir=../shared/data/oxford_flowers102` (the
+  dataset's preset when --preset is not given) on a 2-core CPU, within 45 minutes: Oxford Flowers 102 as
+  64x64 RGB, species split 82 train / 20 unseen test (seeded), ALI's CelebA model (the paper's choice for
+  flowers) narrowed to width 1/8, latent 128, with Appendix B.2's l2 reconstruction term, as the paper did for
+  flowers; FDEN's hidden widths narrowed to 1/2 of Table 2's (Dim 512 -> 256), the cpu preset's FDEN recipe
+  (lr 1e-3, TruncatedNormal(0, 0.05), no dropout) with omniglot_cpu's alpha = 0.1 and 20-way training
+  episodes. Measured: see README (Results, flowers)."""
+  return Config(data=DataConfig(dataset="oxford_flowers102", image_size=64, channels=3),
+                ali=ALIConfig(architecture="celeba", width=0.125, latent_dim=128, batch_size=64, steps=1000,
+                              learning_rate=2e-4, reconstruction_weight=1.0, checkpoint_every=500),
+                fden=FDENConfig(hidden_scale=0.5, steps=2000, learning_rate=1e-3, init_stddev=0.05,
+                                dropout=0.0, alpha=0.1, train_way=20, train_shot=1, train_query=1,
+                                episodes_per_batch=8, checkpoint_every=1000),
+                metrics_samples=1000, metrics_mine_steps=300, metrics_translation_pairs=200)
+
+
+def flowers_paper() -> Config:
+  """Oxford Flowers 102 at the paper's scale, for a GPU: ALI's CelebA model at full width, latent 256, with
+  Appendix B.2's l2 reconstruction term, 100 epochs of the 6,725 training-species images; FDEN per Table 2
+  (Dim 512) for 100,000 steps of 16 episodes. Not run here (no GPU)."""
+  return Config(data=DataConfig(dataset="oxford_flowers102", image_size=64, channels=3),
+                ali=ALIConfig(architecture="celeba", latent_dim=256, steps=6800, reconstruction_weight=1.0,
+                              checkpoint_every=1000),
+                fden=FDENConfig(steps=100_000, checkpoint_every=10_000))
+
+
 def load(run_dir: str) -> Config:
   """`<run_dir>/config.json` as a Config. Keys this version no longer knows are dropped and missing ones
   take their defaults, so runs written by older versions stay readable."""
@@ -203,7 +243,7 @@ def load(run_dir: str) -> Config:
 ARCHITECTURE_IMAGE_SIZE = {"svhn": 32, "celeba": 64}
 
 PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke, "omniglot_cpu": omniglot_cpu,
-           "omniglot_paper": omniglot_paper}
+           "omniglot_paper": omniglot_paper, "flowers_cpu": flowers_cpu, "flowers_paper": flowers_paper}
 
 
 def get(name: str) -> Config:

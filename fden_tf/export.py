@@ -10,8 +10,13 @@
     <version>/assets.extra/fden_export.json    what was exported: source run, shapes, signatures
 
 The version is one above the highest integer version present. It is written to a hidden temporary folder
-beside it and renamed into place only when complete, so a poller never sees half a model, and an existing
-version is never overwritten.
+beside it (`.export-tmp-<pid>@<host>-*`) and renamed into place only when complete, so a poller never sees
+half a model, and an existing version is never overwritten. SIGTERM or SIGHUP during an export removes the
+temporary folder before the process exits (status 128 + the signal); one left by a process that died
+otherwise (SIGKILL, a crash) is removed by the next export into the same model folder. Versions get the
+usual modes (0644 files, 0755 folders under umask 022), so a model server running as another user can read
+them. `export_run` refuses a run whose FDEN has not reached its configured steps unless told otherwise;
+`fden_export.json` records the step exported.
 
 Signatures (B, S, Q: free batch sizes; H x W x C: the image shape; D: the latent size; all float32 but
 labels, int64). Every input is declared with an unknown shape and checked inside the graph, so a bad request
@@ -34,13 +39,23 @@ checks at trace time, and TF Serving does not check fed shapes itself):
 Few-shot classification is the paper's (Eq. 5 at test time): class prototypes are the mean f_ide of each
 class's support images, and a query's class probabilities are the softmax of minus its squared Euclidean
 distance to each prototype.
+
+Memory. A request's memory is bounded by its own size, whatever its batch: the networks run over
+`CHUNK_ROWS` rows at a time (a `tf.while_loop`; inference-mode batch norm makes the result independent of
+the split), and few-shot distances are computed for as many queries at a time as keep one [rows, N, D]
+difference block within `DISTANCE_FLOATS` floats, so the largest intermediate is the [Q, N] answer itself.
+An empty batch (B = 0, or Q = 0) gives empty outputs.
 """
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import time
 import types
 
@@ -50,6 +65,7 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from fden_tf import files
 from fden_tf import runs
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -59,6 +75,8 @@ SIGNATURES = ("serving_default", "encode", "disentangle", "entangle", "decode", 
 _VERSION = re.compile(r"^\d+$")
 _ANY = tf.TensorSpec(None, tf.float32)  # unknown rank: checked in the graph (see the module docstring)
 _ANY_LABELS = tf.TensorSpec(None, tf.int64)
+CHUNK_ROWS = 256  # rows (images or codes) per network pass inside a signature
+DISTANCE_FLOATS = 1 << 22  # floats (16 MiB) of one [queries, N, D] block of few-shot differences
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,10 +144,35 @@ def _check_same_batch(signature, **tensors):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Bounded memory.
+
+
+def in_chunks(fn, inputs, rows, output_specs):
+  """`fn(*slices)` over consecutive slices of `rows` rows of `inputs` (tensors of one batch size B; the last
+  slice shorter), outputs concatenated: memory of one slice whatever B, and B = 0 gives empty outputs.
+
+  rows: int or int32 scalar tensor. output_specs: a TensorSpec per output of `fn`, shape without the batch
+  dimension. Returns a tuple of [B, *spec.shape] tensors.
+  """
+  count = (tf.shape(inputs[0])[0] + rows - 1) // rows
+  arrays = tuple(tf.TensorArray(spec.dtype, size=count, infer_shape=False,
+                                element_shape=tf.TensorShape([None]).concatenate(spec.shape))
+                 for spec in output_specs)
+
+  def body(i, arrays):
+    outputs = fn(*[x[i * rows:(i + 1) * rows] for x in inputs])
+    return i + 1, tuple(a.write(i, o) for a, o in zip(arrays, outputs))
+
+  # One slice at a time: parallel iterations would hold several slices' activations at once.
+  _, arrays = tf.while_loop(lambda i, _: i < count, body, (tf.constant(0), arrays), parallel_iterations=1)
+  return tuple(tf.ensure_shape(a.concat(), [None, *spec.shape]) for a, spec in zip(arrays, output_specs))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The exported module.
 
 
-def prototype_classify(f_support, support_labels, f_query):
+def prototype_classify(f_support, support_labels, f_query, max_floats=DISTANCE_FLOATS):
   """Nearest-prototype classification with arbitrary integer class ids (Eq. 5's softmax at test time).
 
   f_support: [S, D]; support_labels: int64 [S]; f_query: [Q, D]. Returns (probabilities [Q, N], labels
@@ -139,9 +182,13 @@ def prototype_classify(f_support, support_labels, f_query):
   classes = tf.sort(tf.unique(support_labels).y)
   index = tf.searchsorted(classes, support_labels)  # each support sample's column
   prototypes = tf.math.unsorted_segment_mean(f_support, index, tf.size(classes))  # [N, D]
-  # The direct difference, not ||q||^2 - 2 q.p + ||p||^2: exact for far-apart codes, and [Q, N, D] is small
-  # at serving batch sizes.
-  squared = tf.reduce_sum(tf.square(f_query[:, None, :] - prototypes[None, :, :]), axis=-1)
+  # The direct difference, not ||q||^2 - 2 q.p + ||p||^2 (exact for far-apart codes), for as many queries at
+  # a time as keep the [rows, N, D] block within max_floats: Q x N x D at once grows without bound.
+  rows = tf.maximum(1, max_floats // tf.maximum(1, tf.size(prototypes)))
+  blocks = lambda: in_chunks(lambda q: (tf.reduce_sum(tf.square(q[:, None, :] - prototypes[None]), axis=-1),),
+                             (f_query,), rows, [tf.TensorSpec([None], tf.float32)])[0]
+  # No queries: [0, N] directly (a TensorArray cannot concatenate zero blocks of unknown width N).
+  squared = tf.cond(tf.shape(f_query)[0] > 0, blocks, lambda: tf.zeros([0, tf.size(classes)], tf.float32))
   return tf.nn.softmax(-squared, axis=-1), tf.gather(classes, tf.argmax(-squared, axis=-1)), classes
 
 
@@ -153,27 +200,39 @@ class ServingModule(tf.Module):
   uses its moving statistics, no dropout); the gradient reversal layer and F_mi are not part of the export.
   """
 
-  def __init__(self, ali, fden, image_shape):
+  def __init__(self, ali, fden, image_shape, chunk_rows=CHUNK_ROWS):
     super().__init__(name="fden_serving")
     self.image_shape = tuple(int(d) for d in image_shape)
     self.latent_dim = int(fden.dim)
+    self.chunk_rows = int(chunk_rows)
     # A plain namespace keeps the Keras models out of the SavedModel's object graph (which would also pull
     # in the discriminator and F_mi); only the variables the signatures use are saved, listed below.
     self._nets = types.SimpleNamespace(ali=ali, fden=fden)
     self.frozen_variables = (list(ali.encoder.variables) + list(ali.generator.variables)
-                             + list(fden.disentangler.variables) + list(fden.entangler.variables))
+                             + list(fden.disentangler.variables) + list(fden.entangler.variables)
+                             + fden.frozen_statistics)
 
-  # Inference-mode building blocks, on checked inputs.
-  def _encode(self, images):
-    return self._nets.ali.encode(images)
+  # Inference-mode building blocks, on checked inputs, each over CHUNK_ROWS rows at a time (in_chunks).
+  def _chunked(self, fn, inputs, *output_shapes):
+    return in_chunks(fn, inputs, self.chunk_rows, [tf.TensorSpec(s, tf.float32) for s in output_shapes])
+
+  def _codes(self, fn, inputs, count):
+    return self._chunked(fn, inputs, *[[self.latent_dim]] * count)
 
   def _decode(self, z):
-    return self._nets.ali.decode(z)
+    return self._chunked(lambda z: (self._nets.ali.decode(z),), (z,), self.image_shape)[0]
+
+  def _disentangle(self, z):
+    return self._codes(self._nets.fden.disentangle, (z,), 2)
+
+  def _entangle(self, f_ide, f_sty):
+    return self._codes(lambda i, s: (self._nets.fden.entangle(i, s),), (f_ide, f_sty), 1)[0]
 
   def _factors(self, images):
-    z = self._encode(images)
-    f_ide, f_sty = self._nets.fden.disentangle(z)
-    return z, f_ide, f_sty
+    def factors(x):
+      z = self._nets.ali.encode(x)
+      return (z, *self._nets.fden.disentangle(z))
+    return self._codes(factors, (images,), 3)
 
   @tf.function(input_signature=[_ANY], autograph=False)
   def encode(self, images):
@@ -183,7 +242,7 @@ class ServingModule(tf.Module):
 
   @tf.function(input_signature=[_ANY], autograph=False)
   def disentangle(self, z):
-    f_ide, f_sty = self._nets.fden.disentangle(_check_codes(z, "z", self.latent_dim, "disentangle"))
+    f_ide, f_sty = self._disentangle(_check_codes(z, "z", self.latent_dim, "disentangle"))
     return {"f_ide": f_ide, "f_sty": f_sty}
 
   @tf.function(input_signature=[_ANY, _ANY], autograph=False)
@@ -191,7 +250,7 @@ class ServingModule(tf.Module):
     f_ide = _check_codes(f_ide, "f_ide", self.latent_dim, "entangle")
     f_sty = _check_codes(f_sty, "f_sty", self.latent_dim, "entangle")
     with tf.control_dependencies([_check_same_batch("entangle", f_ide=f_ide, f_sty=f_sty)]):
-      return {"z": self._nets.fden.entangle(f_ide, f_sty)}
+      return {"z": self._entangle(f_ide, f_sty)}
 
   @tf.function(input_signature=[_ANY], autograph=False)
   def decode(self, z):
@@ -212,7 +271,7 @@ class ServingModule(tf.Module):
     ide_a, ide_b = tf.split(f_ide, 2)
     sty_a, sty_b = tf.split(f_sty, 2)
     w_ide, w_sty = w_ide[:, None], w_sty[:, None]
-    z = self._nets.fden.entangle(w_ide * ide_a + (1.0 - w_ide) * ide_b, w_sty * sty_a + (1.0 - w_sty) * sty_b)
+    z = self._entangle(w_ide * ide_a + (1.0 - w_ide) * ide_b, w_sty * sty_a + (1.0 - w_sty) * sty_b)
     return {"images": self._decode(z)}
 
   def _fewshot(self, support_images, support_labels, query_images, signature):
@@ -340,15 +399,90 @@ def _publish(tmp_dir, model_dir) -> str:
   raise RuntimeError(f"could not find a free version number under {model_dir}")
 
 
+# Temporary export folders: `.export-tmp-<pid>@<host>-<random>`, so a later export can tell a dead one.
+_TMP_PREFIX = ".export-tmp-"
+_TMP_NAME = re.compile(r"^\.export-tmp-(\d+)@(.+)-[^-]+$")
+_LEGACY_TMP_AGE_S = 24 * 3600  # a temporary folder without a pid (older versions) this old is abandoned
+
+
+class Interrupted(SystemExit):
+  """A termination signal arrived during an export; the unfinished version was removed. Exits 128 + signal."""
+
+  def __init__(self, signum):
+    super().__init__(128 + signum)
+    self.signum = signum
+
+  def __str__(self):
+    return (f"export interrupted by {signal.Signals(self.signum).name}; the unfinished version was removed "
+            "(nothing was published)")
+
+
+@contextlib.contextmanager
+def _signals_raise(signums=(signal.SIGTERM, signal.SIGHUP)):
+  """Within the block, SIGTERM/SIGHUP raise `Interrupted`, so `finally` clauses run (their default action
+  kills the process on the spot, leaving the temporary folder behind). Only signals left at their default
+  action, and only in the main thread (the only one where Python can install handlers)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handler(signum, frame):
+    del frame
+    raise Interrupted(signum)
+
+  previous = {}
+  for signum in signums:
+    if signal.getsignal(signum) == signal.SIG_DFL:
+      previous[signum] = signal.signal(signum, handler)
+  try:
+    yield
+  finally:
+    for signum, old in previous.items():
+      signal.signal(signum, old)
+
+
+def _alive(pid) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # another user's process
+  return True
+
+
+def remove_stale_temporaries(model_dir) -> list:
+  """Removes temporary export folders under `model_dir` whose exporting process is dead: one of this host
+  whose pid no longer runs (a folder of another host is left to that host), or one of an older version
+  (no pid in its name) untouched for a day. Returns the paths removed."""
+  if not os.path.isdir(model_dir):
+    return []
+  host, removed = socket.gethostname(), []
+  for name in os.listdir(model_dir):
+    if not name.startswith(_TMP_PREFIX):
+      continue
+    path = os.path.join(model_dir, name)
+    match = _TMP_NAME.match(name)
+    if match:
+      stale = match.group(2) == host and not _alive(int(match.group(1)))
+    else:
+      stale = time.time() - os.path.getmtime(path) > _LEGACY_TMP_AGE_S
+    if stale:
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(path)
+  return removed
+
+
 def _check_name(name):
   if not name or name in (".", "..") or name.startswith(".") or "/" in name or os.sep in name:
     raise ValueError(f"model name {name!r} must be a plain folder name (no '/', not starting with '.')")
 
 
-def export(ali, fden, image_shape, export_base, name, info=None) -> str:
+def export(ali, fden, image_shape, export_base, name, info=None, chunk_rows=CHUNK_ROWS) -> str:
   """Writes the SavedModel of (ali, fden) as the next version of `<export_base>/<name>`; returns its path.
 
   info: extra JSON-serialisable facts for `assets.extra/fden_export.json` (e.g. the source run).
+  chunk_rows: rows per network pass inside the signatures (see the module docstring: bounded memory).
   """
   _check_name(name)
   model_dir = os.path.join(export_base, name)
@@ -356,21 +490,29 @@ def export(ali, fden, image_shape, export_base, name, info=None) -> str:
     os.makedirs(model_dir, exist_ok=True)
   except OSError as e:
     raise ValueError(f"cannot create the export folder {model_dir} ({e.strerror})") from None
-  module = ServingModule(ali, fden, image_shape)
-  # Hidden and not an integer: TF Serving's poller skips it while it is being written.
-  tmp_dir = tempfile.mkdtemp(dir=model_dir, prefix=".export-tmp-")
-  try:
-    tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
-    write_warmup(tmp_dir, warmup_logs(name, module.image_shape, module.latent_dim))
-    record = dict(info or {}, name=name, image_shape=list(module.image_shape), latent_dim=module.latent_dim,
-                  signatures=list(SIGNATURES), tensorflow=tf.__version__,
-                  exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    with open(os.path.join(tmp_dir, "assets.extra", INFO_FILE), "w") as f:
-      json.dump(record, f, indent=2, sort_keys=True)
-    return _publish(tmp_dir, model_dir)
-  finally:
-    if os.path.exists(tmp_dir):  # only when something failed before the rename
-      shutil.rmtree(tmp_dir, ignore_errors=True)
+  remove_stale_temporaries(model_dir)
+  module = ServingModule(ali, fden, image_shape, chunk_rows)
+  with _signals_raise():
+    # Hidden and not an integer: TF Serving's poller skips it while it is being written.
+    tmp_dir = tempfile.mkdtemp(dir=model_dir, prefix=f"{_TMP_PREFIX}{os.getpid()}@{socket.gethostname()}-")
+    try:
+      return _write_version(module, tmp_dir, model_dir, name, info)
+    finally:
+      if os.path.exists(tmp_dir):  # only when something failed (or a signal came) before the rename
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _write_version(module, tmp_dir, model_dir, name, info):
+  """The SavedModel, warmup requests and export record into `tmp_dir`, then published as the next version."""
+  files.usual_mode(tmp_dir)  # mkdtemp's 0700 would keep a server running as another user out
+  tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+  write_warmup(tmp_dir, warmup_logs(name, module.image_shape, module.latent_dim))
+  record = dict(info or {}, name=name, image_shape=list(module.image_shape), latent_dim=module.latent_dim,
+                signatures=list(SIGNATURES), tensorflow=tf.__version__,
+                exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+  with open(os.path.join(tmp_dir, "assets.extra", INFO_FILE), "w") as f:
+    json.dump(record, f, indent=2, sort_keys=True)
+  return _publish(tmp_dir, model_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -391,29 +533,46 @@ def _ali_source(run_dir) -> str:
   return source
 
 
+def _restore(run_dir):
+  runs.load_config(run_dir)  # a clear error for a folder that is not a run, before anything else
+  _ali_source(run_dir)
+  return runs.load_run(run_dir)
+
+
 def load_run(run_dir):
   """Restores a finished run with `runs.load_run`: (ALI, FDEN, image_shape (H, W, C)). The ALI is the run's
   own or, for a run plugged with --ali_dir, the one its metrics.json records."""
-  runs.load_config(run_dir)  # a clear error for a folder that is not a run, before anything else
-  _ali_source(run_dir)
-  run = runs.load_run(run_dir)
+  run = _restore(run_dir)
   return run.ali, run.fden, tuple(int(d) for d in run.ali.image_shape)
 
 
-def export_run(run_dir: str, export_base: str, name: str = None) -> str:
+def checkpoint_step(path) -> int:
+  """The training step a stage's checkpoint was saved at (training_loop's `step` variable)."""
+  return int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def export_run(run_dir: str, export_base: str, name: str = None, allow_unfinished: bool = False) -> str:
   """Exports a finished run as the next version of `<export_base>/<name>` (name: the run folder's name);
-  returns the version directory written."""
+  returns the version directory written.
+
+  A run whose FDEN has not reached its configured steps (killed, or still training) is refused: TF Serving
+  would switch to it. allow_unfinished exports it anyway; fden_export.json records the step either way.
+  """
   run_dir = os.path.normpath(run_dir)
   if not os.path.isdir(run_dir):
     raise FileNotFoundError(f"run directory {run_dir} does not exist")
   name = name or os.path.basename(os.path.abspath(run_dir))
   _check_name(name)  # before the restore
-  ali, fden, image_shape = load_run(run_dir)
-  checkpoint = lambda folder: tf.train.latest_checkpoint(os.path.join(folder, "checkpoints"))
-  info = {"run_dir": os.path.abspath(run_dir),
-          "ali_checkpoint": os.path.abspath(checkpoint(os.path.join(_ali_source(run_dir), "ali"))),
-          "fden_checkpoint": os.path.abspath(checkpoint(os.path.join(run_dir, "fden")))}
-  return export(ali, fden, image_shape, export_base, name, info)
+  run = _restore(run_dir)
+  step, steps = checkpoint_step(run.fden_checkpoint), run.config.fden.steps
+  if step < steps and not allow_unfinished:
+    raise ValueError(f"{run_dir} is unfinished: its FDEN checkpoint {os.path.basename(run.fden_checkpoint)} "
+                     f"is at step {step} of {steps}; finish it (re-run its scripts/train.py command, which "
+                     "resumes) or pass --allow_unfinished to export it anyway")
+  info = {"run_dir": os.path.abspath(run_dir), "ali_checkpoint": os.path.abspath(run.ali_checkpoint),
+          "fden_checkpoint": os.path.abspath(run.fden_checkpoint), "fden_step": step, "fden_steps": steps,
+          "finished": step >= steps}
+  return export(run.ali, run.fden, tuple(int(d) for d in run.ali.image_shape), export_base, name, info)
 
 
 # ---------------------------------------------------------------------------------------------------------

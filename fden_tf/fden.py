@@ -7,6 +7,7 @@ prototypical head in `losses.prototype_logits`: it has no weights of its own; it
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from fden_tf import gradients
@@ -96,15 +97,46 @@ class Statistician(keras.Model):
     return tf.squeeze(self.mlp(tf.concat([f_ide, f_sty], axis=-1), training=training), axis=-1)
 
 
+class LatentStatistics(keras.layers.Layer):
+  """Per-dimension mean and scale of the plugged network's codes, frozen (non-trainable) and checkpointed.
+
+  Beyond the paper (`FDENConfig.standardize_latents`): FDEN works on (z - mean) / scale and the Entangler's
+  output is mapped back, so L_R (Eq. 3) is measured in units of each dimension's spread and its weight
+  alpha means the same for any plugged network, whatever the scale of its codes."""
+
+  def __init__(self, dim, **kwargs):
+    super().__init__(**kwargs)
+    self.mean = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="mean")
+    self.scale = self.add_weight(shape=(dim,), initializer="ones", trainable=False, name="scale")
+
+  def set(self, latents, min_scale=1e-3):
+    """Statistics of codes [N, Dim]; a dimension that barely varies keeps a scale of at least
+    `min_scale` times the largest, so it is not blown up."""
+    latents = np.asarray(latents, np.float64)
+    scale = latents.std(axis=0)
+    self.mean.assign(latents.mean(axis=0).astype(np.float32))
+    self.scale.assign(np.maximum(scale, min_scale * scale.max()).astype(np.float32))
+
+  def standardize(self, z):
+    return (tf.convert_to_tensor(z, tf.float32) - self.mean) / self.scale
+
+  def unstandardize(self, z):
+    return tf.convert_to_tensor(z, tf.float32) * self.scale + self.mean
+
+
 class FDEN(keras.Model):
   """The plug-in: Disentangler, Entangler and statisticians network for latents of size `dim`.
 
-  `call(z)` returns (f_ide, f_sty, z~). `mutual_information(f_ide, f_sty, permutation)` returns the
+  `call(z)` returns (f_ide, f_sty, z~). `statistician_outputs(f_ide, f_sty, permutation)` returns the
   statistician's outputs on joint and shuffled pairs, behind the gradient reversal layer.
+
+  standardize: the Disentangler reads standardized codes and the Entangler writes them
+  (`LatentStatistics`, set from the latent cache with `set_latent_statistics`); `call`, `disentangle` and
+  `entangle` take and give the plugged network's own codes either way.
   """
 
   def __init__(self, dim, hidden_scale=1.0, dropout=0.2, leaky_slope=0.01, init_stddev=0.001,
-               grl_lambda=1.0, **kwargs):
+               grl_lambda=1.0, standardize=False, **kwargs):
     super().__init__(**kwargs)
     mlp_kwargs = dict(dropout=dropout, leaky_slope=leaky_slope, init_stddev=init_stddev)
     self.dim = dim
@@ -116,23 +148,37 @@ class FDEN(keras.Model):
     z = tf.zeros((2, dim))
     self.entangler(*self.disentangler(z))
     self.statistician(z, z)
+    # Created last, so its two variables follow every network's in checkpoints (and only when used, so
+    # runs written without it keep their checkpoint layout).
+    self.latent_statistics = LatentStatistics(dim, name="latent_statistics") if standardize else None
     self.built = True
 
   @classmethod
   def from_config_section(cls, dim, fden_config):
     c = fden_config
     return cls(dim, hidden_scale=c.hidden_scale, dropout=c.dropout, leaky_slope=c.leaky_slope,
-               init_stddev=c.init_stddev, grl_lambda=c.grl_lambda)
+               init_stddev=c.init_stddev, grl_lambda=c.grl_lambda, standardize=c.standardize_latents)
+
+  def set_latent_statistics(self, latents):
+    """Sets the standardization from the cached codes [N, Dim] (no-op without `standardize`)."""
+    if self.latent_statistics is not None:
+      self.latent_statistics.set(latents)
+
+  def standardize(self, z):
+    return z if self.latent_statistics is None else self.latent_statistics.standardize(z)
+
+  def unstandardize(self, z):
+    return z if self.latent_statistics is None else self.latent_statistics.unstandardize(z)
 
   def call(self, z, training=False):
-    f_ide, f_sty = self.disentangler(z, training=training)
-    return f_ide, f_sty, self.entangler(f_ide, f_sty, training=training)
+    f_ide, f_sty = self.disentangler(self.standardize(z), training=training)
+    return f_ide, f_sty, self.unstandardize(self.entangler(f_ide, f_sty, training=training))
 
   def disentangle(self, z):
-    return self.disentangler(z, training=False)
+    return self.disentangler(self.standardize(z), training=False)
 
   def entangle(self, f_ide, f_sty):
-    return self.entangler(f_ide, f_sty, training=False)
+    return self.unstandardize(self.entangler(f_ide, f_sty, training=False))
 
   def statistician_outputs(self, f_ide, f_sty, permutation, training=False, pool=None):
     """T on joint pairs (f_ide_i, f_sty_i) and on marginal pairs (f_ide_i, pool(f_sty)[perm(i)]), each [B].
@@ -149,6 +195,11 @@ class FDEN(keras.Model):
     t = self.statistician(tf.concat([f_ide, f_ide], 0), tf.concat([f_sty, f_sty_marginal], 0),
                           training=training)
     return tf.split(t, 2)
+
+  @property
+  def frozen_statistics(self):
+    """The standardization's variables (empty without it): inference needs them beside D and E."""
+    return [] if self.latent_statistics is None else list(self.latent_statistics.variables)
 
   @property
   def theta(self):

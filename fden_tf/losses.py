@@ -55,6 +55,30 @@ def episodic_loss_eq5(support, query, query_labels):
   return loss, tf.reduce_mean(tf.cast(correct, tf.float32))
 
 
+def swap_consistency_loss(f_ide, f_sty_partner, g_ide, g_sty):
+  """Beyond the paper: the factors of a translated code are the factors it was made from.
+
+  z_swap = E(f_ide^A, f_sty^B) is disentangled again into (g_ide, g_sty); the loss asks for f_ide^A and
+  f_sty^B back: ||g_ide - f_ide^A||^2 + ||g_sty - f_sty^B||^2, summed over factor dimensions and averaged
+  over the batch. The targets are constants (no gradient), so the term trains the Entangler to respect both
+  factors and the Disentangler to read them back, not the targets to move toward the swapped code.
+  All inputs [B, D] -> scalar.
+  """
+  f_ide, f_sty_partner = tf.stop_gradient(f_ide), tf.stop_gradient(f_sty_partner)
+  return (tf.reduce_mean(tf.reduce_sum(tf.square(g_ide - f_ide), axis=-1))
+          + tf.reduce_mean(tf.reduce_sum(tf.square(g_sty - f_sty_partner), axis=-1)))
+
+
+def style_confusion_loss(support, query):
+  """Beyond the paper: f_sty should not solve the episode. Cross-entropy of the prototype softmax on f_sty
+  against the uniform distribution over the C classes, averaged over queries (a domain-confusion loss,
+  Tzeng et al. 2015). Its minimum, ln C, is reached when every query is equally far from every class's
+  prototype: f_sty then carries no identity that nearest-prototype few-shot could use.
+  support: [E, C, K, D] of f_sty; query: [E, M, D] -> scalar (>= ln C)."""
+  log_p = tf.nn.log_softmax(prototype_logits(support, query), axis=-1)  # [E, M, C]
+  return -tf.reduce_mean(log_p)
+
+
 def total_loss_eq6(l_r, l_c, l_m, alpha, beta, gamma):
   """Eq. 6, L = alpha L_R + beta L_C - gamma L_M (the minus maximises the DV bound for F_mi; the GRL turns
   that into minimisation for the Disentangler)."""
@@ -75,6 +99,28 @@ def pixel_reconstruction_loss(x, x_reconstructed):
   """Appendix B.2's l2 reconstruction term ||x - G_x(G_z(x))||_2^2 per image (summed over pixels, so its
   scale is comparable to the adversarial loss), batch mean. x: [B, H, W, C] -> scalar."""
   return tf.reduce_mean(tf.reduce_sum(tf.square(x - x_reconstructed), axis=[1, 2, 3]))
+
+
+def gaussian_kl(mu, log_sigma):
+  """KL(N(mu, sigma^2) || N(0, I)) per sample, summed over latent dimensions, batch mean:
+  1/2 sum(mu^2 + sigma^2 - 1 - 2 log sigma). mu, log_sigma: [B, D] -> scalar. Beyond ALI (the `kl_weight`
+  of ALIConfig): it keeps the encoder's codes where the generator's prior puts them."""
+  return tf.reduce_mean(0.5 * tf.reduce_sum(tf.square(mu) + tf.exp(2.0 * log_sigma) - 1.0 - 2.0 * log_sigma,
+                                            axis=-1))
+
+
+def mmd_imq(x, y, scale=1.0):
+  """Unbiased squared maximum mean discrepancy between samples x [N, D] and y [M, D] under the inverse
+  multiquadratic kernel k(a, b) = C / (C + ||a - b||^2), C = 2 D scale^2 (WAE-MMD, Tolstikhin et al. 2018):
+  mean k over distinct pairs within x, plus within y, minus twice the mean k across. Beyond ALI (the
+  `prior_matching_weight` of ALIConfig): it pulls the encoder's *aggregate* codes toward the prior N(0, I)
+  without a per-sample KL's pull of every code to the origin."""
+  c = 2.0 * tf.cast(tf.shape(x)[1], x.dtype) * scale ** 2
+  kernel = lambda a, b: c / (c + tf.maximum(tf.reduce_sum(tf.square(a), 1)[:, None] - 2.0 * tf.matmul(
+      a, b, transpose_b=True) + tf.reduce_sum(tf.square(b), 1)[None, :], 0.0))
+  n, m = tf.cast(tf.shape(x)[0], x.dtype), tf.cast(tf.shape(y)[0], x.dtype)
+  within = lambda k, size: (tf.reduce_sum(k) - tf.linalg.trace(k)) / (size * (size - 1.0))
+  return within(kernel(x, x), n) + within(kernel(y, y), m) - 2.0 * tf.reduce_mean(kernel(x, y))
 
 
 def analytic_gaussian_mi(rho):

@@ -28,6 +28,7 @@ from fden_tf import plugin
 from fden_tf import preflight
 from fden_tf import progress as progress_lib
 from fden_tf import projector
+from fden_tf import run_state
 from fden_tf import runs
 from fden_tf import summaries as summaries_lib
 from fden_tf import train_ali
@@ -80,7 +81,9 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
   # Phase 0: check every input before writing anything. A multi-worker strategy comes first: it must be
   # created before TensorFlow runs anything in the process.
   strategy = distribute.get_strategy(strategy)
-  config, data = preflight.check(config, output_dir, stage, ali_dir, plugged is not None, overwrite, data)
+  plugged_record = run_state.plugged_record(output_dir, ali_dir, plugged)  # recorded in config.json
+  config, data = preflight.check(config, output_dir, stage, ali_dir, plugged is not None, overwrite, data,
+                                 plugged_record)
   distribute.check_divisible(strategy, config.fden.episodes_per_batch, "--episodes_per_batch")
   if plugged is None and not ali_dir:
     distribute.check_divisible(strategy, config.ali.batch_size, "--batch_size")
@@ -104,12 +107,16 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     metrics["plugged"] = {"kind": "ali"}  # trained here: the run directory holds it
   else:
     metrics["plugged"] = {"kind": plugged.name}
-  if chief:  # the other workers of a cluster write only to a scratch folder (record_dir)
-    _make_output_dir(output_dir)
-    files.write_json(os.path.join(output_dir, "config.json"), config.to_dict())
   guard = training_loop.Guard(config.max_nonfinite_steps, config.recovery_lr_factor)
-  with distribute.ScratchDir(chief, output_dir, "run") as record_dir, \
+  # The chief holds output_dir's lock to the end (a second process there is refused), --overwrite having
+  # moved an earlier run aside first (fden_tf/run_state.py).
+  with run_state.claim(output_dir, overwrite, enabled=chief), \
+      distribute.ScratchDir(chief, output_dir, "run") as record_dir, \
       summaries_lib.RunSummaries(record_dir) as summaries:
+    if chief:  # the other workers of a cluster write only to a scratch folder (record_dir)
+      _make_output_dir(output_dir)
+      files.write_json(os.path.join(output_dir, "config.json"),
+                       dict(config.to_dict(), plugged=plugged_record))
     # Phase 1: the plugged network (train ALI, or use the one given).
     t = time.time()
     if plugged is None:
@@ -129,8 +136,14 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     timings["ali"] = time.time() - t
     if not chief and stage == "ali":
       return dict(metrics, worker=distribute.worker_name(strategy))
-    if ali_model is not None and chief:
-      metrics["ali"] = {"reconstruction_mse": train_ali.reconstruction_error(ali_model, data.test.images)}
+    if ali_model is not None and chief and ali_dir:  # measured where it was trained
+      metrics["ali"] = {"reconstruction_mse": train_ali.reconstruction_error(ali_model, data.test.images),
+                        "ali_dir_metrics": (runs.finished_metrics(ali_dir) or {}).get("ali")}
+    elif ali_model is not None and chief:
+      metrics["ali"] = ali_metrics(ali_model, data, output_dir, config)
+      files.atomic_write(os.path.join(output_dir, "samples.png"),
+                         lambda fh: visualize.save_samples_figure(fh, _prior_samples(ali_model, config.seed),
+                                                                  data.train.images[:32]), mode="wb")
     if stage == "ali":
       metrics["seconds"] = timings
       files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
@@ -165,7 +178,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     bar.postfix = "few-shot episodes"
     t = time.time()
     f_ide, f_sty, _ = train_fden.factorise(model, z_test)
-    metrics.update(fewshot_metrics(f_ide, f_sty, z_test, test_sampler, config))
+    metrics.update(fewshot_metrics(f_ide, f_sty, z_test, test_sampler, config, pixels=data.test.images))
     timings["evaluation"] = time.time() - t
     bar.update(1, postfix="figures and projector")
 
@@ -211,22 +224,53 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     return metrics
 
 
-def fewshot_metrics(f_ide, f_sty, z_test, test_sampler, config) -> dict:
-  """{"fewshot": nearest prototype on f_ide, "fewshot_baselines": {"z", "f_sty"}}, all on the same
-  `config.fden.eval_episodes` test episodes, drawn from a seed independent of training's."""
+def fewshot_metrics(f_ide, f_sty, z_test, test_sampler, config, pixels=None) -> dict:
+  """{"fewshot": nearest prototype on f_ide, "fewshot_baselines": {"z", "f_sty"[, "pixels"]}}, all on the
+  same `config.fden.eval_episodes` test episodes, drawn from a seed independent of training's. pixels: the
+  test images [N, H, W, C]; given, nearest prototype on the raw flattened pixels is the "pixels" baseline
+  (what any learned representation has to beat)."""
   seed, n = config.seed + 1_000_003, config.fden.eval_episodes
   result = fewshot.evaluate(f_ide, test_sampler, n, seed)
   result["chance"] = 1.0 / test_sampler.way
-  return {"fewshot": result, "fewshot_baselines": {"z": fewshot.evaluate(z_test, test_sampler, n, seed),
-                                                   "f_sty": fewshot.evaluate(f_sty, test_sampler, n, seed)}}
+  baselines = {"z": fewshot.evaluate(z_test, test_sampler, n, seed),
+               "f_sty": fewshot.evaluate(f_sty, test_sampler, n, seed)}
+  if pixels is not None:
+    baselines["pixels"] = fewshot.evaluate(np.reshape(pixels, (len(pixels), -1)), test_sampler, n, seed)
+  return {"fewshot": result, "fewshot_baselines": baselines}
+
+
+def ali_metrics(ali_model, data, ali_run_dir, config) -> dict:
+  """What says whether the plugged ALI is a usable invertible *generative* model: held-out reconstruction
+  MSE, the adversarial balance over training (`discriminator`, from the ALI run's train_log) and the
+  Fréchet distance of its prior samples (metrics/sample_quality.py)."""
+  from fden_tf.metrics import sample_quality
+  log = [r for r in training_loop.read_log(os.path.join(ali_run_dir, "ali", "train_log.jsonl"))
+         if "d_real" in r]
+  mean = lambda key, records: float(np.mean([r[key] for r in records])) if records else None
+  late = log[len(log) // 2:]  # the second half of training, once the game has settled
+  balance = {"d_real": mean("d_real", log), "d_fake": mean("d_fake", log),
+             "d_real_second_half": mean("d_real", late), "d_fake_second_half": mean("d_fake", late)}
+  # "Wins outright": D tells encoder pairs from decoder pairs with near certainty for the whole second half.
+  balance["saturated"] = bool(late) and balance["d_real_second_half"] > 0.99 and \
+      balance["d_fake_second_half"] < 0.01
+  quality = sample_quality.evaluate(ali_model.decode, ali_model.encode, ali_model.latent_dim,
+                                    data.train.images, data.train.labels, samples=config.metrics_samples,
+                                    seed=config.seed)
+  return {"reconstruction_mse": train_ali.reconstruction_error(ali_model, data.test.images),
+          "discriminator": balance, "sample_quality": quality}
+
+
+def _prior_samples(ali_model, seed, n=32):
+  """G_x(z) of `n` fixed prior draws z ~ N(0, I) (the same draws for every figure of a run)."""
+  z = np.random.default_rng(seed).standard_normal((n, ali_model.latent_dim)).astype(np.float32)
+  return ali_model.decode(z).numpy()
 
 
 def _ali_images(ali_model, test_images, seed):
   """TensorBoard's view of ALI: samples G_x(z) of fixed prior draws, and fixed test images beside
   G_x(G_z(x))."""
-  z = np.random.default_rng(seed).standard_normal((16, ali_model.latent_dim)).astype(np.float32)
   x = test_images[:8]
-  return lambda: {"ali/samples": ali_model.decode(z).numpy(),
+  return lambda: {"ali/samples": _prior_samples(ali_model, seed, 16),
                   "ali/reconstructions": visualize.image_pairs(x, ali_model.reconstruct(x).numpy())}
 
 

@@ -9,6 +9,7 @@ import json
 import os
 
 from fden_tf import config as config_lib
+from fden_tf import run_state
 from fden_tf.data import datasets
 from fden_tf.data import split as split_lib
 
@@ -63,14 +64,21 @@ def holds_other_config(output_dir, config) -> bool:
   return json.loads(config_lib.load(output_dir).to_json()) != json.loads(config.to_json())
 
 
-def check_output_dir(output_dir, config, overwrite):
-  """Refuses a folder that cannot be written, or that holds a run of another configuration. Writes
-  nothing: the nearest existing ancestor must be a writable folder."""
+def check_output_dir(output_dir, config, overwrite, plugged_record=None, ali_dir=None):
+  """Refuses a folder that cannot be written, that another live process trains in (its lock), or that holds
+  a run of another configuration or on another plugged network (`plugged_record`, run_state.plugged_record).
+  Writes nothing: the nearest existing ancestor must be a writable folder."""
+  holder = run_state.lock_holder(output_dir)
+  if holder is not None:
+    raise run_state.locked_error(output_dir, holder)
+  if overwrite:
+    run_state.check_overwrite(output_dir, ali_dir)
   path = os.path.join(output_dir, "config.json")
   if os.path.exists(path) and not overwrite:
     if holds_other_config(output_dir, config):
       raise ValueError(f"--output_dir {output_dir} holds a run of a different configuration; pass a new "
                        "--output_dir, or --overwrite to replace it")
+    run_state.check_plugged(output_dir, plugged_record)
   existing = os.path.abspath(output_dir)
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
@@ -79,9 +87,12 @@ def check_output_dir(output_dir, config, overwrite):
                      "choose another folder")
 
 
-def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrite=False, data=None):
+def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrite=False, data=None,
+          plugged_record=None):
   """Checks a run's inputs. Returns (config, data): the config with the plugged ALI's own section when
-  --ali_dir is given (the run's record names the network it really used), and the loaded dataset."""
+  --ali_dir is given (the run's record names the network it really used), and the loaded dataset.
+  plugged_record: what identifies the plugged network (run_state.plugged_record), compared with the one an
+  existing run in `output_dir` recorded."""
   _check_stage(stage, ali_dir, plugged)
   data = data or datasets.load(config.data)
   f = config.fden
@@ -96,5 +107,5 @@ def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrit
     if config.ali.batch_size > len(data.train.images):
       raise ValueError(f"--batch_size={config.ali.batch_size} exceeds the {len(data.train.images)} training "
                        "images")
-  check_output_dir(output_dir, config, overwrite)
+  check_output_dir(output_dir, config, overwrite, plugged_record, ali_dir)
   return config, data

@@ -10,6 +10,7 @@ import os
 
 import tensorflow as tf
 
+from fden_tf import checkpoints
 from fden_tf import config as config_lib
 from fden_tf import fden as fden_lib
 from fden_tf import plugin
@@ -24,6 +25,8 @@ class Run:
   plugged: object  # plugin.FrozenAutoencoder
   fden: fden_lib.FDEN
   ali: object = None  # ali.ALI when the plugged network is ALI
+  fden_checkpoint: str = None  # the checkpoint FDEN was restored from (the newest that restores)
+  ali_checkpoint: str = None  # likewise for ALI
 
 
 load_config = config_lib.load
@@ -35,7 +38,7 @@ def ali_image_shape(ali_run_dir: str) -> tuple:
   recorded = preflight.recorded_image_shape(ali_run_dir)
   if recorded is not None:
     return recorded
-  latest = tf.train.latest_checkpoint(os.path.join(ali_run_dir, "ali", "checkpoints"))
+  latest = checkpoints.readable_checkpoint(os.path.join(ali_run_dir, "ali", "checkpoints"))
   if latest is None:
     raise FileNotFoundError(f"{ali_run_dir} holds no ALI checkpoint (train one with --stage=ali)")
   shapes = [s for k, s in tf.train.load_checkpoint(latest).get_variable_to_shape_map().items()
@@ -53,7 +56,7 @@ def load_ali(ali_run_dir: str, image_shape=None):
                 else load_config(ali_run_dir).ali)
   model = train_ali.build_ali(ali_config, ali_image_shape(ali_run_dir))
   try:
-    train_ali.restore_trained(model, os.path.join(ali_run_dir, "ali"))
+    model.restored_from = train_ali.restore_trained(model, os.path.join(ali_run_dir, "ali"))
   except FileNotFoundError:
     raise FileNotFoundError(f"--ali_dir {ali_run_dir} holds no ALI checkpoint (train one with --stage=ali)") \
         from None
@@ -84,13 +87,27 @@ def load_run(run_dir: str, plugged=None) -> Run:
     plugged = plugin.from_ali(ali_model)
   model = fden_lib.FDEN.from_config_section(config.ali.latent_dim if ali_model is not None else
                                             _fden_dim(run_dir), config.fden)
-  train_fden.restore_trained(model, os.path.join(run_dir, "fden"))
-  return Run(config, plugged, model, ali_model)
+  fden_checkpoint = train_fden.restore_trained(model, os.path.join(run_dir, "fden"))
+  return Run(config, plugged, model, ali_model, fden_checkpoint,
+             getattr(ali_model, "restored_from", None))
 
 
 def _fden_dim(run_dir):
   """FDEN's Dim from its checkpoint (the first Dense kernel of D_dec is [Dim, hidden])."""
-  latest = tf.train.latest_checkpoint(os.path.join(run_dir, "fden", "checkpoints"))
+  latest = checkpoints.readable_checkpoint(os.path.join(run_dir, "fden", "checkpoints"))
+  if latest is None:
+    raise FileNotFoundError(f"{run_dir}/fden/checkpoints holds no readable FDEN checkpoint")
   shapes = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
   first = shapes["fden/variables_in_order/0/.ATTRIBUTES/VARIABLE_VALUE"]
   return int(first[0])
+
+
+def finished_metrics(run_dir: str, config=None):
+  """The metrics.json of a run that finished (with `config`, when given), else None: benchmarks read
+  finished runs back instead of re-evaluating them."""
+  path = os.path.join(run_dir, "metrics.json")
+  if not os.path.exists(path) or (config is not None and preflight.holds_other_config(run_dir, config)):
+    return None  # not finished, or another configuration (which the pipeline then refuses)
+  with open(path) as f:
+    metrics = json.load(f)
+  return metrics if metrics.get("stage") == "ali" or "fewshot" in metrics else None

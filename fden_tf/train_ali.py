@@ -21,8 +21,8 @@ def build_ali(ali_config, image_shape, train_images=None) -> ali_lib.ALI:
                      log_odds, name="ali")
 
 
-def make_optimizer(c):
-  return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
+def make_optimizer(c, lr_factor=1.0):
+  return keras.optimizers.Adam(learning_rate=c.learning_rate * lr_factor, beta_1=c.beta_1, beta_2=c.beta_2)
 
 
 def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
@@ -72,7 +72,8 @@ def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, ali_config, stra
     x, eps, z_prior = batch["x"], batch["eps"], batch["z_prior"]
     with tf.control_dependencies([distribute.check_replica(batch)]), \
         tf.GradientTape(persistent=True) as tape:
-      z_hat = enc.sample(x, eps, training=True)  # encoder pair (x, G_z(x))
+      mu, log_sigma = enc(x, training=True)
+      z_hat = mu + tf.exp(log_sigma) * eps  # encoder pair (x, G_z(x)), reparameterised
       if weight:
         # One generator call for prior samples and reconstructions, so batch norm sees one batch.
         x_tilde, x_rec = tf.split(gen(tf.concat([z_prior, z_hat], 0), training=True), 2)
@@ -83,11 +84,15 @@ def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, ali_config, stra
       d_loss = losses.ali_discriminator_loss(logit_real, logit_fake) + poison
       g_loss = losses.ali_generator_loss(logit_real, logit_fake) + poison
       rec = losses.pixel_reconstruction_loss(x, x_rec) if weight else tf.constant(0.0)
-      g_total = g_loss + weight * rec
+      kl = losses.gaussian_kl(mu, log_sigma) if ali_config.kl_weight else tf.constant(0.0)
+      mmd = losses.mmd_imq(z_hat, z_prior) if ali_config.prior_matching_weight else tf.constant(0.0)
+      g_total = g_loss + weight * rec + ali_config.kl_weight * kl + ali_config.prior_matching_weight * mmd
       d_share, g_share = d_loss / replicas, g_total / replicas
     d_grads = tape.gradient(d_share, d_vars)
     g_grads = tape.gradient(g_share, g_vars)
     metrics = {"d_loss": d_loss, "g_loss": g_loss, "reconstruction": rec, "g_total": g_total,
+               **({"kl": kl} if ali_config.kl_weight else {}),
+               **({"prior_mmd": mmd} if ali_config.prior_matching_weight else {}),
                "d_real": tf.reduce_mean(tf.sigmoid(logit_real)),
                "d_fake": tf.reduce_mean(tf.sigmoid(logit_fake))}
     # Global gradients and global-batch means (identity on one replica).
@@ -172,7 +177,7 @@ def train(ali: ali_lib.ALI, ali_config, images: np.ndarray, workdir: str, seed: 
   if strategy.num_replicas_in_sync > 1:
     distribute.synchronize_batch_norm(ali)
   with strategy.scope():
-    d_opt, g_opt = make_optimizer(c), make_optimizer(c)
+    d_opt, g_opt = make_optimizer(c, c.discriminator_lr_factor), make_optimizer(c)
     # Build the optimizers eagerly: slot variables then exist before the first compiled step (and before
     # a restore), which also avoids keras#23085 under tf.distribute.
     d_opt.build(ali.discriminator.trainable_variables)

@@ -71,28 +71,41 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
   theta, phi, xi = model.theta, model.phi, model.xi
   variables = theta + phi + xi
 
+  def swap_term(f_ide, f_sty):
+    """Swap consistency: each sample's f_ide with the f_sty of the sample shot + query rows on (the same
+    place in the neighbouring class of the episode, so another class), entangled and disentangled again."""
+    partner = tf.roll(f_sty, shift=shot + query, axis=0)
+    g_ide, g_sty = model.disentangler(model.entangler(f_ide, partner, training=True), training=True)
+    return losses.swap_consistency_loss(f_ide, partner, g_ide, g_sty)
+
   def replica_step(batch, poison):
     replicas = distribute.replicas_in_sync()
     episodes = c.episodes_per_batch // replicas
     z = batch["z"]  # [E / R * C * (K + Q), Dim]
     with tf.control_dependencies([distribute.check_replica(batch)]), \
         tf.GradientTape(persistent=True) as tape:
-      f_ide, f_sty, z_tilde = model(z, training=True)
-      l_r = losses.reconstruction_loss_eq3(z, z_tilde)
+      z = model.standardize(z)  # identity unless standardize_latents: L_R in the Entangler's units
+      f_ide, f_sty = model.disentangler(z, training=True)
+      l_r = losses.reconstruction_loss_eq3(z, model.entangler(f_ide, f_sty, training=True))
       support, queries = episodes_lib.split_episode(
           tf.reshape(f_ide, [episodes, way, shot + query, -1]), shot)
       l_c, accuracy = losses.episodic_loss_eq5(support, queries, sampler.query_labels(episodes))
+      l_s = swap_term(f_ide, f_sty) if c.swap_weight else tf.constant(0.0)
+      l_sc = (losses.style_confusion_loss(*episodes_lib.split_episode(
+          tf.reshape(f_sty, [episodes, way, shot + query, -1]), shot))
+              if c.style_confusion_weight else tf.constant(0.0))
       # Marginal pairs index the global batch's f_sty (every replica's, gathered in replica order).
       t_joint, t_marginal = model.statistician_outputs(f_ide, f_sty, batch["marginal"], training=True,
                                                        pool=distribute.all_gather)
       l_m = donsker_varadhan_share(t_joint, t_marginal) + poison  # poison: 0, or NaN in tests
-      loss_u = (c.alpha * l_r + c.beta * l_c) / replicas
+      loss_u = (c.alpha * l_r + c.beta * l_c + c.swap_weight * l_s
+                + c.style_confusion_weight * l_sc) / replicas
       loss_m = -c.gamma * l_m / replicas
     g_u = tape.gradient(loss_u, theta + phi)
     g_m = tape.gradient(loss_m, theta + xi)
     # Global gradients and global-batch means (identity on one replica).
-    g_u, g_m, (l_r, l_c, l_m, accuracy) = distribute.all_sum(
-        (g_u, g_m, [l / replicas for l in (l_r, l_c, l_m, accuracy)]))
+    g_u, g_m, (l_r, l_c, l_m, l_s, l_sc, accuracy) = distribute.all_sum(
+        (g_u, g_m, [l / replicas for l in (l_r, l_c, l_m, l_s, l_sc, accuracy)]))
     g_u_theta, g_u_phi = g_u[:len(theta)], g_u[len(theta):]
     g_m_theta, g_m_xi = g_m[:len(theta)], g_m[len(theta):]
     if c.adaptive_clipping:
@@ -102,8 +115,13 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     g_theta = [u if a is None else (a if u is None else u + a) for u, a in zip(g_u_theta, g_a_theta)]
     grads = g_theta + list(g_u_phi) + list(g_m_xi)
     # A non-finite loss or gradient (MINE's exp can overflow) must never reach the weights.
-    finite = gradients.all_finite([l_r, l_c, l_m] + grads)
-    return grads, {"finite": finite, "loss": losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma),
+    finite = gradients.all_finite([l_r, l_c, l_m, l_s, l_sc] + grads)
+    loss = (losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma) + c.swap_weight * l_s
+            + c.style_confusion_weight * l_sc)
+    extra = {"l_swap": l_s} if c.swap_weight else {}
+    if c.style_confusion_weight:
+      extra["l_style_confusion"] = l_sc
+    return grads, {"finite": finite, "loss": loss, **extra,
                    "l_r": l_r, "l_c": l_c, "l_m": l_m, "accuracy": accuracy,
                    "grad_norm_u": tf.linalg.global_norm(g_u_theta),
                    "grad_norm_m": tf.linalg.global_norm(g_m_theta),
@@ -141,6 +159,7 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
   strategy = strategy or tf.distribute.get_strategy()
   distribute.check_divisible(strategy, c.episodes_per_batch, "episodes_per_batch")
   sampler = episodes_lib.EpisodeSampler(labels, *c.training_episode)
+  model.set_latent_statistics(latents)  # a pure function of the cache: the same again on resume
   if strategy.num_replicas_in_sync > 1:
     distribute.synchronize_batch_norm(model)
   with strategy.scope():

@@ -9,6 +9,10 @@ Under a multi-worker strategy only the chief writes to the stage's directory; th
 from the chief's checkpoints (so a resumed cluster needs a directory every host sees) and save their own
 copies to a scratch directory that is removed at the end, as TensorFlow's multi-worker guide does.
 
+Damage: the newest checkpoint that restores is resumed from (checkpoints.restore_newest), a torn last line of
+train_log.jsonl (a kill mid-write) is dropped, and a checkpoint that cannot be written (a full disk) stops the
+run with `CheckpointWriteError` naming the folder; the run resumes once there is room.
+
 Divergence guard: a non-finite step is skipped and counted; after `max_nonfinite` consecutive ones the loop
 restores the newest checkpoint (every saved one is finite, since bad steps never reach the weights) and
 continues at `recovery_lr_factor` times the learning rate; a second such failure stops the run with
@@ -22,14 +26,20 @@ import os
 import time
 
 import tensorflow as tf
+from absl import logging
 
 from fden_tf import checkpoints
 from fden_tf import distribute
+from fden_tf import files
 from fden_tf import progress as progress_lib
 
 
 class DivergenceError(RuntimeError):
   """Training kept producing non-finite losses or gradients after a restore."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (e.g. the disk is full); the run can resume once it can be."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,14 +64,36 @@ class Stage:
   strategy: object = None  # the tf.distribute.Strategy the stage trains under (None: one device)
 
 
+def _parse_log(path):
+  """(records, unreadable line numbers) of a train_log.jsonl. A line that is not a JSON object is a torn
+  write (the process was killed mid-line), normally only the last one."""
+  records, torn = [], []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except ValueError:
+        record = None
+      if isinstance(record, dict):
+        records.append(record)
+      else:
+        torn.append(number)
+  return records, torn
+
+
 def _truncate_log(path, last_step):
-  """Drops log lines past the restored step, so a resumed run's log reads as one uninterrupted run."""
+  """Drops log lines past the restored step, so a resumed run's log reads as one uninterrupted run, and any
+  torn line (with a log line saying so). Rewritten atomically: a kill now cannot lose the log."""
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
-  with open(path, "w") as f:
-    f.writelines(lines)
+  records, torn = _parse_log(path)
+  if torn:
+    logging.warning("%s: dropped %d torn line(s) (line %s; a kill mid-write)", path, len(torn),
+                    ", ".join(map(str, torn)))
+  kept = [r for r in records if r.get("step", 0) <= last_step]
+  files.atomic_write(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept))
 
 
 def _nonfinite_terms(out):
@@ -105,12 +137,11 @@ def _run(stage, step_fn, show_progress, nonfinite_steps, hooks, strategy, write_
   recoveries_var = tf.Variable(0, dtype=tf.int64, name="recoveries")
   ckpt = checkpoints.checkpoint(step=step_var, skipped=skipped_var, recoveries=recoveries_var,
                                 **stage.objects)
+  # Restored before the manager reads the state file, which restore_newest repairs when it is damaged.
+  latest = checkpoints.restore_newest(ckpt, restore_dir, stage.name, repair=write_dir == stage.workdir)
   manager = tf.train.CheckpointManager(ckpt, os.path.join(write_dir, "checkpoints"), max_to_keep=3)
-  latest = tf.train.latest_checkpoint(restore_dir)
-  if latest:
-    checkpoints.restore(ckpt, latest)
-  else:
-    manager.save(checkpoint_number=0)  # a known-good state to fall back to
+  if not latest:
+    _save(manager, 0, stage.name)  # a known-good state to fall back to
   start = int(step_var.numpy())
   distribute.check_workers_agree(strategy, start, f"the {stage.name} step to resume from")
   log_path = os.path.join(write_dir, "train_log.jsonl")
@@ -155,11 +186,22 @@ def _run(stage, step_fn, show_progress, nonfinite_steps, hooks, strategy, write_
       hooks.on_log(stage.name, step, metrics)
       bar.postfix = " ".join(f"{k}={v:.3f}" for k, v in list(metrics.items())[:4])
     if step % stage.checkpoint_every == 0 or step == stage.steps:
-      manager.save(checkpoint_number=step)
+      _save(manager, step, stage.name)
       hooks.on_checkpoint(stage.name, step)
   bar.close()
   metrics.update(skipped_steps=int(skipped_var.numpy()), recoveries=int(recoveries_var.numpy()))
   return metrics
+
+
+def _save(manager, step, what):
+  """manager.save, a failure (a full disk, a vanished folder) turned into one line naming the folder."""
+  try:
+    manager.save(checkpoint_number=step)
+  except (tf.errors.OpError, OSError) as e:
+    reason = (e.message if isinstance(e, tf.errors.OpError) else e.strerror or str(e)).strip().splitlines()[0]
+    raise CheckpointWriteError(f"cannot write the {what} checkpoint of step {step} under {manager.directory} "
+                               f"({reason}); free disk space (or fix the folder) and re-run the same command "
+                               "to resume") from None
 
 
 def _summarise(window, step, seconds, skipped):
@@ -170,11 +212,11 @@ def _summarise(window, step, seconds, skipped):
 
 
 def read_log(path):
-  """A stage's train_log.jsonl as a list of records (metrics lines and event lines); [] if absent."""
+  """A stage's train_log.jsonl as a list of records (metrics lines and event lines); [] if absent. A torn
+  line (a kill mid-write) is left out."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _parse_log(path)[0]
 
 
 def _last_logged(path):
@@ -200,7 +242,7 @@ def _recover(stage, ckpt, restore_dir, log_path, bad_run):
         f"({len(bad_run)} in a row) after a restore at reduced learning rate; lower the learning rate or "
         "check the data")
   skipped = int(ckpt.skipped.numpy())
-  checkpoints.restore(ckpt, tf.train.latest_checkpoint(restore_dir))
+  checkpoints.restore_newest(ckpt, restore_dir, stage.name)
   ckpt.skipped.assign(skipped)
   ckpt.recoveries.assign_add(1)
   for optimizer in stage.optimizers:

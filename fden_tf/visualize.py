@@ -60,16 +60,18 @@ def save_translation_figure(path, grid, weights=MIX_WEIGHTS):
 
 
 def translation_mosaic(grid, gap=0):
-  """Figure 4's layout as one image [H', W', C]: one block of 3 rows per pair, blank cells black,
-  `gap` pixels of mid-grey between cells."""
+  """Figure 4's layout as one image [H', W', C]: one block of 3 rows per pair, `gap` pixels of mid-grey
+  between cells. Blank cells are black for grayscale images and white for colour ones, where black cells
+  beside dark photos (flowers on dark foliage) read as data."""
   a = grid["a"]
   pairs, h, w, c = a.shape
   n = grid["grid"].shape[1]
   cols = n + 4
+  blank = 1.0 if c == 3 else 0.0
   canvas = np.full((pairs * n * (h + gap) - gap, cols * (w + gap) - gap, c), 0.5, np.float32)
   for row in range(pairs * n):
     for col in range(cols):
-      canvas[row * (h + gap):row * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = 0.0
+      canvas[row * (h + gap):row * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = blank
 
   def put(row, col, image):
     canvas[row * (h + gap):row * (h + gap) + h, col * (w + gap):col * (w + gap) + w] = image
@@ -136,5 +138,30 @@ def save_curves_figure(path, logs):
       if stage == "ali" and col == 0:
         ax.set_yscale("symlog")
   fig.tight_layout()
+  fig.savefig(path, format="png", dpi=100)
+  plt.close(fig)
+
+
+def image_grid(images, columns=16, gap=2):
+  """[N, H, W, C] -> one image, `columns` a row, `gap` pixels of mid-grey between cells."""
+  images = np.asarray(images)
+  n, h, w, c = images.shape
+  rows = -(-n // columns)
+  canvas = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, c), 0.5, np.float32)
+  for i, image in enumerate(images):
+    r, k = divmod(i, columns)
+    canvas[r * (h + gap):r * (h + gap) + h, k * (w + gap):k * (w + gap) + w] = image
+  return canvas
+
+
+def save_samples_figure(path, samples, real):
+  """The plugged generator's prior samples G_x(z), z ~ N(0, I), above real training images."""
+  top, bottom = image_grid(samples), image_grid(real)
+  fig, axes = plt.subplots(2, 1, figsize=(top.shape[1] / 40 + 0.4, (top.shape[0] + bottom.shape[0]) / 40 + 1.0))
+  for ax, image, title in ((axes[0], top, "prior samples G_x(z), z ~ N(0, I)"),
+                           (axes[1], bottom, "real training images")):
+    _show(ax, image)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
   fig.savefig(path, format="png", dpi=100)
   plt.close(fig)

@@ -11,7 +11,8 @@
     python scripts/train.py --flagfile=my.flags
 
 Flags only live here; the library receives one Config (fden_tf/config.py). Exit status: 0 done, 2 bad
-input (one `error:` line, nothing written), 1 training diverged beyond recovery.
+input (one `error:` line, nothing written) or a file that cannot be written (a full disk: re-run to resume),
+1 training diverged beyond recovery.
 """
 
 import json
@@ -23,8 +24,12 @@ from absl import flags
 from absl import logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "cpu", ["cpu", "paper", "smoke", "omniglot_cpu", "omniglot_paper"],
-                  "Named configuration preset (fden_tf/config.py).")
+flags.DEFINE_enum("preset", None, ["cpu", "paper", "smoke", "omniglot_cpu", "omniglot_paper", "flowers_cpu",
+                                    "flowers_paper"],
+                  "Named configuration preset (fden_tf/config.py); default: the dataset's (flowers_cpu for "
+                  "oxford_flowers102, else cpu).")
+# The preset a dataset gets when --preset is not given (every other dataset: cpu).
+DATASET_PRESETS = {"oxford_flowers102": "flowers_cpu"}
 flags.DEFINE_string("dataset", None, "Dataset (default: the preset's; glyphs for cpu): glyphs (embedded), "
                     "omniglot, folder (--data_dir of class folders), or any TFDS image-classification dataset by "
                     "name (e.g. oxford_flowers102).")
@@ -69,7 +74,8 @@ flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow's op determinism
 flags.DEFINE_boolean("progress", True, "Show progress lines with ETA (--noprogress to silence).")
 flags.DEFINE_boolean("export", True, "End by exporting the SavedModel to <output_dir>/saved_models/<name>/<version> "
                      "(--noexport to skip).")
-flags.DEFINE_boolean("overwrite", False, "Allow an --output_dir holding a run of another configuration.")
+flags.DEFINE_boolean("overwrite", False, "Start afresh in an --output_dir holding a run (of any "
+                     "configuration): the earlier run is moved aside to <output_dir>.old-<UTC time>.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multiworker", "one_device"],
                   "tf.distribute strategy: auto (every local GPU if any, else one device), mirrored, "
                   "multiworker (cluster from TF_CONFIG) or one_device. Not part of the config: a run can "
@@ -95,7 +101,7 @@ def build_config():
     raise ValueError("--latent_dim is the plugged network's own size; drop it when plugging --ali_dir or "
                      "--encoder")
   from fden_tf.data import datasets
-  config = config_lib.get(FLAGS.preset)
+  config = config_lib.get(FLAGS.preset or DATASET_PRESETS.get(FLAGS.dataset, "cpu"))
   dataset = FLAGS.dataset or config.data.dataset
   image_size, channels = datasets.default_image_shape(dataset)
   image_size, channels = FLAGS.image_size or image_size, FLAGS.channels or channels
@@ -121,6 +127,7 @@ def build_config():
 def main(argv):
   del argv
   from fden_tf import preflight
+  from fden_tf import run_state
   try:
     # Before TensorFlow is imported: bad input fails in a second or two, and nothing is written.
     config = build_config()
@@ -132,8 +139,10 @@ def main(argv):
     if strategy == "multiworker":  # must exist before TensorFlow runs anything (a TFDS loader would)
       from fden_tf import distribute
       strategy = distribute.get_strategy(strategy)
+    paths = (FLAGS.encoder, FLAGS.decoder) if FLAGS.encoder else None
+    record = run_state.plugged_record(FLAGS.output_dir, FLAGS.ali_dir, paths)
     config, data = preflight.check(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, bool(FLAGS.encoder),
-                                   FLAGS.overwrite)
+                                   FLAGS.overwrite, plugged_record=record)
   except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -143,10 +152,12 @@ def main(argv):
   from fden_tf import training_loop
   try:
     plugged = plugin.load_saved(FLAGS.encoder, FLAGS.decoder) if FLAGS.encoder else None
+    if plugged is not None and not getattr(plugged, "paths", None):
+      plugged.paths = paths  # what run_state.plugged_record hashes, as the preflight above did
     metrics = pipeline.train_and_evaluate(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, plugged,
                                           FLAGS.overwrite, show_progress=FLAGS.progress,
                                           export=FLAGS.export, data=data, strategy=strategy)
-  except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+  except (ValueError, OSError) as e:  # OSError: also a checkpoint or file that cannot be written (disk full)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except training_loop.DivergenceError as e:

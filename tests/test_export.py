@@ -1,8 +1,8 @@
 """SavedModel export for TF Serving (issue 4), end to end: train a tiny run on glyphs, export it with
 scripts/export.py, reload it in a fresh process where `fden_tf` cannot be imported, and call every signature:
-outputs against the in-process model, the warmup file, the README's REST and gRPC snippets run verbatim (the
-network replaced by the loaded signatures: TF Serving itself cannot run here), bad input, `saved_model_cli`,
-versioning and atomicity.
+outputs against the in-process model, the warmup file, docs/serving.md's REST and gRPC snippets run verbatim
+(the network replaced by the loaded signatures: TF Serving itself cannot run here), bad input,
+`saved_model_cli`, versioning and atomicity.
 
 The functions under "the child process" run in that fresh process (`python -c`, importing this module), so
 this module imports neither `fden_tf` nor anything else of the package at its top.
@@ -21,11 +21,11 @@ import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
-README = os.path.join(ROOT, "README.md")
+SERVING_DOC = os.path.join(ROOT, "docs", "serving.md")  # the serving page; its snippets are run here
 SIGNATURES = ("serving_default", "encode", "disentangle", "entangle", "decode", "translate",
               "fewshot_classify", "fewshot_evaluate")
-MODEL = "glyphs"  # the model name the README's snippets use
-SERVING_SECTION = "## Serving (TF Serving)"
+MODEL = "glyphs"  # the model name the serving page's snippets use
+SERVING_TITLE = "# Serving (TF Serving)"
 
 pytestmark = pytest.mark.serving
 
@@ -111,15 +111,15 @@ BAD_INPUTS = {
 
 
 # ---------------------------------------------------------------------------------------------------------
-# README snippets.
+# The serving page's snippets (docs/serving.md).
 
 
 def serving_section():
-  with open(README, encoding="utf-8") as f:
+  """The whole of docs/serving.md (the README links to it)."""
+  with open(SERVING_DOC, encoding="utf-8") as f:
     text = f.read()
-  assert SERVING_SECTION in text, "README has no serving section"
-  section = text.split(SERVING_SECTION, 1)[1]
-  return section.split("\n## ", 1)[0]
+  assert text.startswith(SERVING_TITLE), "docs/serving.md is not the serving page"
+  return text
 
 
 def readme_block(must_contain, language="python"):
@@ -181,7 +181,8 @@ def _rest_predict(signatures, body, calls):
 
 
 def _run_readme_rest(signatures):
-  """Runs the README's REST block verbatim, `urllib.request.urlopen` answered by the loaded signatures."""
+  """Runs docs/serving.md's REST block verbatim, `urllib.request.urlopen` answered by the loaded
+  signatures."""
   import urllib.request
   calls = []
 
@@ -204,7 +205,8 @@ def _run_readme_rest(signatures):
 
 
 def _run_readme_grpc(signatures):
-  """Runs the README's gRPC block verbatim, the PredictionService stub answered by the loaded signatures."""
+  """Runs docs/serving.md's gRPC block verbatim, the PredictionService stub answered by the loaded
+  signatures."""
   from tensorflow_serving.apis import predict_pb2
   from tensorflow_serving.apis import prediction_service_pb2_grpc
   calls = []
@@ -231,6 +233,34 @@ def _run_readme_grpc(signatures):
   finally:
     prediction_service_pb2_grpc.PredictionServiceStub = real
   return namespace, calls
+
+
+def empty_inputs(image_shape, dim):
+  """signature -> a request with an empty batch (no images, no codes, or no queries)."""
+  images = np.zeros((0, *image_shape), np.float32)
+  codes = np.zeros((0, dim), np.float32)
+  weights = np.zeros([0], np.float32)
+  return {"encode": {"images": images}, "disentangle": {"z": codes},
+          "entangle": {"f_ide": codes, "f_sty": codes}, "decode": {"z": codes},
+          "translate": {"image_a": images, "image_b": images, "identity_weight": weights,
+                        "style_weight": weights},
+          "fewshot_classify": {"support_images": np.full((2, *image_shape), 0.5, np.float32),
+                               "support_labels": np.array([3, 4], np.int64), "query_images": images}}
+
+
+def fewshot_memory(fewshot_classify, image_shape, rows=3000):
+  """MiB the process's peak memory grows by while fewshot_classify answers `rows` support images of distinct
+  labels and `rows` queries (Q x N x D floats at once would be rows^2 x D x 4 bytes: 1.1 GiB at D = 32)."""
+  import resource
+  rng = np.random.default_rng(2)
+  request = {"support_images": rng.random((rows, *image_shape), dtype=np.float32),
+             "support_labels": np.arange(rows, dtype=np.int64),
+             "query_images": rng.random((rows, *image_shape), dtype=np.float32)}
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  out = _call(fewshot_classify, request)
+  after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  assert out["probabilities"].shape == (rows, rows)
+  return {"growth_mib": (after - before) / 1024, "classes": len(out["classes"])}
 
 
 def _error_of(fn, inputs):
@@ -264,6 +294,9 @@ def child_main(version_dir, work_dir):
 
   results["bad"] = {case: _error_of(signatures[sig], build(image_shape, dim))
                     for case, (sig, build, _) in BAD_INPUTS.items()}
+  results["empty"] = {name: {k: list(v.shape) for k, v in _call(signatures[name], inputs).items()}
+                      for name, inputs in empty_inputs(image_shape, dim).items()}
+  results["memory"] = fewshot_memory(signatures["fewshot_classify"], image_shape)
 
   from tensorflow_serving.apis import prediction_log_pb2
   warmup = []
@@ -618,3 +651,147 @@ def test_export_script_bad_input_is_one_line_error_and_exit_2(flags, message):
   result = run_export_script(*flags)
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 17: hostile requests, unfinished runs, signals, modes.
+
+
+def test_an_empty_batch_gives_empty_outputs(exported):
+  dim, (h, w, c) = exported["fden"].dim, exported["image_shape"]
+  assert exported["results"]["empty"] == {
+      "encode": {"z": [0, dim], "f_ide": [0, dim], "f_sty": [0, dim]},
+      "disentangle": {"f_ide": [0, dim], "f_sty": [0, dim]},
+      "entangle": {"z": [0, dim]},
+      "decode": {"images": [0, h, w, c]},
+      "translate": {"images": [0, h, w, c]},
+      "fewshot_classify": {"probabilities": [0, 2], "labels": [0], "classes": [2]},
+  }
+
+
+def test_fewshot_memory_stays_bounded_for_thousands_of_classes_and_queries(exported):
+  memory = exported["results"]["memory"]
+  assert memory["classes"] == 3000
+  # 3000 x 3000 x D float32 differences at once (the old graph) is 1.1 GiB at D = 32; the answer itself
+  # ([Q, N] probabilities) is 34 MiB.
+  assert memory["growth_mib"] < 400, memory
+
+
+def test_signatures_answer_the_same_whatever_the_chunk_size(exported, tmp_path):
+  """Networks run CHUNK_ROWS rows at a time inside the signatures; an export with 2-row chunks (every
+  request of equality_inputs split, the last chunk shorter) answers as the exported one."""
+  from fden_tf import export
+  version = export.export(exported["ali"], exported["fden"], exported["image_shape"], str(tmp_path), "m",
+                          chunk_rows=2)
+  signatures = tf.saved_model.load(version).signatures
+  for name, inputs in equality_inputs(exported["image_shape"], exported["fden"].dim).items():
+    for key, value in _call(signatures[name], inputs).items():
+      if key in ("labels", "correct", "accuracy"):
+        continue  # argmaxes of near-ties after two training steps: the probabilities are compared
+      np.testing.assert_allclose(value, exported["outputs"][f"{name}/{key}"], rtol=0, atol=1e-5,
+                                 err_msg=f"{name}/{key}")
+
+
+def test_prototype_distances_in_blocks_equal_the_direct_computation():
+  from fden_tf import export
+  rng = np.random.default_rng(3)
+  support = rng.standard_normal((7, 3)).astype(np.float32)
+  query = rng.standard_normal((5, 3)).astype(np.float32)
+  labels = np.array([5, 1, 5, 9, 1, 9, 2], np.int64)
+  whole = export.prototype_classify(support, labels, query)
+  blocks = export.prototype_classify(support, labels, query, max_floats=4 * 3)  # 1 query per block
+  for a, b in zip(whole, blocks):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-7)
+
+
+def test_exported_versions_get_the_usual_modes(exported):
+  from fden_tf import files
+  mask = files.umask()
+  for root, folders, names in os.walk(exported["version_dir"]):
+    assert os.stat(root).st_mode & 0o777 == 0o777 & ~mask, root
+    for name in names:
+      assert os.stat(os.path.join(root, name)).st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def _run_with_fden_steps(exported, tmp_path, steps):
+  """A copy of the exported run whose config asks for `steps` FDEN steps (its checkpoint is at step 2)."""
+  import shutil
+  run = tmp_path / "run"
+  shutil.copytree(exported["run_dir"], run)
+  config = json.loads((run / "config.json").read_text())
+  config["fden"]["steps"] = steps
+  (run / "config.json").write_text(json.dumps(config))
+  return run
+
+
+def test_an_unfinished_run_is_refused_unless_allowed_and_then_its_step_is_recorded(exported, tmp_path):
+  from fden_tf import export
+  run = _run_with_fden_steps(exported, tmp_path, 5)
+  with pytest.raises(ValueError, match=r"is unfinished: its FDEN checkpoint ckpt-2 is at step 2 of 5; .*"
+                                       "--allow_unfinished"):
+    export.export_run(str(run), str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+  version = export.export_run(str(run), str(tmp_path / "out"), allow_unfinished=True)
+  with open(os.path.join(version, "assets.extra", "fden_export.json")) as f:
+    info = json.load(f)
+  assert (info["fden_step"], info["fden_steps"], info["finished"]) == (2, 5, False)
+  assert info["fden_checkpoint"] == str(run / "fden" / "checkpoints" / "ckpt-2")
+
+
+def test_a_finished_runs_export_records_its_step(exported):
+  info = exported["results"]["info"]
+  assert (info["fden_step"], info["fden_steps"], info["finished"]) == (2, 2, True)
+
+
+def test_sigterm_during_an_export_removes_its_temporary_folder(exported, tmp_path):
+  import signal
+  import time
+  base = tmp_path / "models"
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "export.py"),
+                           f"--run_dir={exported['run_dir']}", f"--export_dir={base}", "--name=m"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+  try:
+    deadline = time.time() + 240
+    while not (base / "m").is_dir() or not any(n.startswith(".export-tmp-") for n in os.listdir(base / "m")):
+      assert proc.poll() is None, proc.communicate()[1][-2000:]
+      assert time.time() < deadline, "no temporary export folder within 240 s"
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+  assert err.strip().splitlines()[-1] == ("error: export interrupted by SIGTERM; the unfinished version was "
+                                          "removed (nothing was published)")
+  assert os.listdir(base / "m") == []
+
+
+def test_temporary_folders_of_dead_exports_are_removed(tmp_path):
+  import socket
+  import time
+  from fden_tf import export
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                        text=True, check=True)
+  dead_pid, host = int(dead.stdout), socket.gethostname()
+  names = {"dead": f".export-tmp-{dead_pid}@{host}-a1b2", "alive": f".export-tmp-{os.getpid()}@{host}-c3d4",
+           "other_host": f".export-tmp-{dead_pid}@not-{host}-e5f6", "legacy_new": ".export-tmp-g7h8",
+           "legacy_old": ".export-tmp-i9j0", "version": "1"}
+  for name in names.values():
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "saved_model.pb").write_text("x")
+  two_days_ago = time.time() - 2 * 24 * 3600
+  os.utime(tmp_path / names["legacy_old"], (two_days_ago, two_days_ago))
+  removed = export.remove_stale_temporaries(str(tmp_path))
+  assert sorted(removed) == sorted(str(tmp_path / names[k]) for k in ("dead", "legacy_old"))
+  kept = ("alive", "other_host", "legacy_new", "version")
+  assert sorted(os.listdir(tmp_path)) == sorted(names[k] for k in kept)
+
+
+def test_export_script_refuses_an_unfinished_run_with_one_line_and_exit_2(exported, tmp_path):
+  run = _run_with_fden_steps(exported, tmp_path, 5)
+  result = run_export_script(f"--run_dir={run}", f"--export_dir={tmp_path / 'out'}")
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].startswith(f"error: {run} is unfinished: ")
+  assert not (tmp_path / "out").exists()

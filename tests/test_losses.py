@@ -56,3 +56,49 @@ def test_ali_losses_are_swapped_softplus():
   sp = lambda v: math.log1p(math.exp(v))
   assert losses.ali_discriminator_loss(real, fake).numpy() == pytest.approx(sp(-2.0) + sp(-1.0), rel=1e-6)
   assert losses.ali_generator_loss(real, fake).numpy() == pytest.approx(sp(2.0) + sp(1.0), rel=1e-6)
+
+
+def test_swap_consistency_closed_form_and_constant_targets():
+  f_ide = tf.constant([[1.0, 0.0], [0.0, 2.0]])
+  partner = tf.constant([[0.0, 1.0], [3.0, 0.0]])
+  g_ide = tf.constant([[1.0, 1.0], [0.0, 0.0]])  # squared errors 1 and 4
+  g_sty = tf.constant([[0.0, 1.0], [0.0, 0.0]])  # 0 and 9
+  assert losses.swap_consistency_loss(f_ide, partner, g_ide, g_sty).numpy() == pytest.approx((1 + 4 + 0 + 9) / 2)
+  assert losses.swap_consistency_loss(f_ide, partner, f_ide, partner).numpy() == 0.0
+  with tf.GradientTape() as tape:
+    tape.watch([f_ide, partner, g_ide])
+    loss = losses.swap_consistency_loss(f_ide, partner, g_ide, g_sty)
+  d_ide, d_partner, d_g = tape.gradient(loss, [f_ide, partner, g_ide])
+  assert d_ide is None and d_partner is None  # the targets do not move toward the swapped code
+  np.testing.assert_allclose(d_g.numpy(), (g_ide - f_ide).numpy())  # d/dg of mean ||g - f||^2 over 2 rows
+
+
+def test_style_confusion_is_ln_way_when_queries_are_equidistant_and_larger_when_style_identifies():
+  way = 5
+  prototypes = tf.eye(way)[None, :, None, :]  # [1, C, 1, C]: one-hot prototypes, all sqrt(2) apart
+  centre = tf.fill([1, 3, way], 1.0 / way)  # equidistant from every prototype
+  assert losses.style_confusion_loss(prototypes, centre).numpy() == pytest.approx(math.log(way), rel=1e-6)
+  on_prototypes = tf.eye(way)[None]  # each query on its own class's prototype
+  logits = -2.0 * (1.0 - tf.eye(way))  # squared distances 0 (own) and 2 (others)
+  expected = -np.mean(tf.nn.log_softmax(logits).numpy())
+  assert losses.style_confusion_loss(prototypes, on_prototypes).numpy() == pytest.approx(expected, rel=1e-6)
+  assert expected > math.log(way)
+
+
+def test_gaussian_kl_closed_form():
+  zeros = tf.zeros((3, 4))
+  assert losses.gaussian_kl(zeros, zeros).numpy() == pytest.approx(0.0)
+  # mu = 1 in each of 4 dims: 1/2 * 4; sigma = e: 1/2 (e^2 - 1 - 2) per dim.
+  assert losses.gaussian_kl(tf.ones((3, 4)), zeros).numpy() == pytest.approx(2.0)
+  assert losses.gaussian_kl(tf.zeros((2, 1)), tf.ones((2, 1))).numpy() == pytest.approx(0.5 * (math.e ** 2 - 3.0), rel=1e-6)
+
+
+def test_mmd_imq_closed_form():
+  x = tf.constant([[0.0], [1.0]])  # D = 1, C = 2: k(0, 1) = 2 / 3
+  # Within each set 2/3; across, the mean of k over all four pairs (1, 1, 2/3, 2/3) = 5/6.
+  assert losses.mmd_imq(x, x).numpy() == pytest.approx(2 / 3 + 2 / 3 - 2 * 5 / 6, rel=1e-6)
+  far = x + 100.0  # cross-kernel 2 / (2 + ~1e4) ~ 2e-4: nearly only the within-set terms remain
+  assert losses.mmd_imq(x, far).numpy() == pytest.approx(4 / 3, rel=1e-3)
+  rng = np.random.default_rng(0)
+  a, b = (rng.standard_normal((256, 8)).astype(np.float32) for _ in range(2))
+  assert abs(losses.mmd_imq(a, b).numpy()) < 0.01 < losses.mmd_imq(a, 0.3 * b).numpy()

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -91,3 +92,23 @@ def test_statistician_sits_behind_the_gradient_reversal_layer():
     s1, s2 = tf.reduce_sum(t_joint), tf.reduce_sum(direct)
   np.testing.assert_allclose(t_joint.numpy(), direct.numpy(), atol=1e-6)
   np.testing.assert_allclose(tape.gradient(s1, f_ide).numpy(), -tape.gradient(s2, f_ide).numpy(), atol=1e-6)
+
+
+def test_standardized_fden_is_invariant_to_the_scale_and_offset_of_the_codes():
+  z = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32) * [1, 2, 3, 4, 5, 6]
+  outputs = []
+  for scale, offset in ((1.0, 0.0), (10.0, 3.0)):
+    keras.utils.set_random_seed(1)
+    model = fden.FDEN(6, hidden_scale=0.05, init_stddev=0.1, standardize=True)
+    codes = z * scale + offset
+    model.set_latent_statistics(codes)
+    f_ide, f_sty, z_tilde = model(codes)
+    standardized = model.standardize(codes).numpy()
+    np.testing.assert_allclose(standardized.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(standardized.std(0), 1.0, atol=1e-4)
+    outputs.append((f_ide.numpy(), ((z_tilde.numpy() - offset) / scale)))
+  np.testing.assert_allclose(outputs[0][0], outputs[1][0], atol=1e-4)  # the same factors
+  np.testing.assert_allclose(outputs[0][1], outputs[1][1], atol=1e-4)  # z~ in the codes' own units
+  plain = fden.FDEN(6, hidden_scale=0.05)
+  assert plain.frozen_statistics == [] and len(model.frozen_statistics) == 2
+  assert len(model.variables) == len(plain.variables) + 2  # appended last: older checkpoints keep their layout

@@ -1,10 +1,12 @@
 """Datasets by name. Every loader returns a `FewShotData` with class-disjoint train and test splits.
 
 Built in: `glyphs` (embedded, offline), `omniglot` (fden_tf/data/omniglot.py: the original archives in
---data_dir, or TFDS), `folder` (your own class folders). Any other name is looked up in TFDS
+--data_dir, or TFDS), `oxford_flowers102` (fden_tf/data/flowers.py: the official 102flowers.tgz and
+imagelabels.mat in --data_dir, or TFDS), `folder` (your own class folders). Any other name is looked up in TFDS
 (fden_tf/data/tfds_images.py), e.g. `oxford_flowers102`.
 """
 
+from fden_tf.data import flowers
 from fden_tf.data import folder
 from fden_tf.data import glyphs
 from fden_tf.data import omniglot
@@ -26,7 +28,12 @@ def _load_folder(c) -> FewShotData:
   return folder.load_image_folder(c.data_dir, c.image_size, c.channels, c.test_fraction, c.seed)
 
 
-LOADERS = {"glyphs": _load_glyphs, "omniglot": _load_omniglot, "folder": _load_folder}
+def _load_flowers(c) -> FewShotData:
+  return flowers.load(c.data_dir, c.image_size, c.channels, c.test_fraction, c.seed)
+
+
+LOADERS = {"glyphs": _load_glyphs, "omniglot": _load_omniglot, "folder": _load_folder,
+           flowers.NAME: _load_flowers}
 GRAYSCALE = ("glyphs", "omniglot")
 
 # (image_size, channels) a dataset gets when the flags do not say: the paper's 32x32 grayscale for the

@@ -1,0 +1,96 @@
+"""Does the plugged generator's prior look like the data? A Fréchet distance in a small classifier's features.
+
+FID (Heusel et al. 2017) compares Gaussians fitted to Inception features of real and generated images. There
+is no Inception network offline, and Inception's ImageNet features say little about 32x32 glyphs, so the
+feature network is a small CNN that this module trains on the training split's own classes; its penultimate
+layer gives the features. Distances are only comparable with the same feature network, so every call
+reports references beside the samples, all against the same held-out real images:
+
+    real          another held-out set of real training images (≈ 0: the floor set by sampling)
+    samples       G_x(z), z ~ N(0, I): the prior samples under test
+    reconstructions  G_x(G_z(x)) of held-out images
+    blurred       held-out images under a Gaussian blur (a plausible-but-wrong reference)
+    noise         uniform noise images (a far reference)
+
+`score` = FD(samples) / FD(noise): 0 would be indistinguishable from the data, about 1 as far as noise.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+FEATURES = 64
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+  """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of Gaussians fitted to features a [N, F], b [M, F].
+
+  tr((S_a S_b)^(1/2)) = sum of sqrt(eigenvalues of S_a^(1/2) S_b S_a^(1/2)), a symmetric PSD matrix, so
+  symmetric eigendecompositions give it exactly (no complex matrix square root)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  mu_a, mu_b = a.mean(0), b.mean(0)
+  s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+  w, v = np.linalg.eigh(s_a)
+  root_a = (v * np.sqrt(np.maximum(w, 0.0))) @ v.T
+  cross = np.sqrt(np.maximum(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0.0)).sum()
+  return float(np.sum(np.square(mu_a - mu_b)) + np.trace(s_a) + np.trace(s_b) - 2.0 * cross)
+
+
+def train_feature_network(images: np.ndarray, labels: np.ndarray, seed: int = 0, epochs: int = 3,
+                          batch_size: int = 128):
+  """A small CNN classifier of `labels` [N] from `images` [N, H, W, C]; returns features(images) -> [N, 64]
+  (its penultimate layer, inference mode)."""
+  keras.utils.set_random_seed(seed)
+  num_classes = int(labels.max()) + 1
+  inputs = keras.Input(images.shape[1:])
+  h = inputs
+  for channels in (32, 64, 128):
+    h = keras.layers.Conv2D(channels, 3, 2, "same", activation="relu")(h)
+  h = keras.layers.GlobalAveragePooling2D()(h)
+  features = keras.layers.Dense(FEATURES, activation="relu", name="features")(h)
+  outputs = keras.layers.Dense(num_classes)(features)
+  classifier = keras.Model(inputs, outputs)
+  classifier.compile(keras.optimizers.Adam(1e-3),
+                     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  classifier.fit(images, labels, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
+  extractor = keras.Model(inputs, features)
+  return lambda x: extractor.predict(np.asarray(x, np.float32), batch_size=500, verbose=0)
+
+
+def blur(images: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+  """Separable Gaussian blur of images [N, H, W, C] (radius 3 sigma, edges replicated)."""
+  radius = int(np.ceil(3 * sigma))
+  kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+  kernel /= kernel.sum()
+  out = np.asarray(images, np.float32)
+  for axis in (1, 2):
+    padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in range(4)], mode="edge")
+    out = sum(w * np.take(padded, np.arange(k, k + out.shape[axis]), axis=axis) for k, w in enumerate(kernel))
+  return out.astype(np.float32)
+
+
+def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.ndarray, samples: int = 2000,
+             seed: int = 0) -> dict:
+  """Fréchet distances of prior samples and references to held-out real images of the training split.
+
+  decode: z [B, Dim] -> images; encode: images -> z (posterior mean). images, labels: the training split
+  (the generator was trained on it). Two disjoint sets of `samples` images are held out from the feature
+  network's training: one is the reference, the other the "real" row."""
+  rng = np.random.default_rng(seed)
+  n = min(samples, len(images) // 4)
+  order = rng.permutation(len(images))
+  reference, other, fit = order[:n], order[n:2 * n], order[2 * n:]
+  features = train_feature_network(images[fit], labels[fit], seed=seed)
+  ref = features(images[reference])
+  z = rng.standard_normal((n, latent_dim)).astype(np.float32)
+  batches = lambda fn, x: np.concatenate([np.asarray(fn(x[i:i + 500])) for i in range(0, len(x), 500)])
+  candidates = {
+      "real": images[other],
+      "samples": batches(decode, z),
+      "reconstructions": batches(lambda x: decode(encode(x)), images[other]),
+      "blurred": blur(images[other]),
+      "noise": rng.uniform(size=images[other].shape).astype(np.float32)}
+  fd = {name: frechet_distance(features(x), ref) for name, x in candidates.items()}
+  return {"frechet_distance": fd, "score": fd["samples"] / fd["noise"], "samples": int(n),
+          "feature_network": f"CNN 32-64-128 (3x3, stride 2) -> {FEATURES} features, trained 3 epochs on "
+                             f"{len(fit)} training images"}

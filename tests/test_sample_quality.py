@@ -1,0 +1,42 @@
+"""The prior-sample quality number (metrics/sample_quality.py) on known answers."""
+
+import numpy as np
+import pytest
+
+from fden_tf.data import glyphs
+from fden_tf.metrics import sample_quality
+
+
+def test_frechet_distance_closed_forms():
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((20000, 3))
+  assert sample_quality.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+  # Equal covariances: the squared distance of the means.
+  assert sample_quality.frechet_distance(a, a + [1.0, 2.0, 0.0]) == pytest.approx(5.0, rel=1e-6)
+  # One dimension, standard deviations s and 3 s, equal means: (s - 3 s)^2 = 4 s^2.
+  b = rng.standard_normal((20000, 1))
+  b -= b.mean()
+  assert sample_quality.frechet_distance(b, 3.0 * b) == pytest.approx(4.0 * b.var(ddof=1), rel=1e-9)
+
+
+def test_blur_keeps_constant_images_and_smooths_a_point():
+  flat = np.full((1, 9, 9, 1), 0.3, np.float32)
+  np.testing.assert_allclose(sample_quality.blur(flat), flat, atol=1e-6)
+  point = np.zeros((1, 15, 15, 1), np.float32)
+  point[0, 7, 7, 0] = 1.0
+  blurred = sample_quality.blur(point)
+  assert blurred.sum() == pytest.approx(1.0, rel=1e-5) and blurred.max() < 0.2
+
+
+def test_real_images_score_near_zero_and_noise_near_one():
+  data = glyphs.load_glyphs(num_classes=60, num_test_classes=10, samples_per_class=40, seed=0)
+  images, labels = data.train.images, data.train.labels
+  noise = lambda z: np.random.default_rng(1).uniform(size=(len(z),) + images.shape[1:]).astype(np.float32)
+  real = lambda z: images[np.random.default_rng(2).choice(len(images), len(z))]
+  encode = lambda x: np.zeros((len(x), 4), np.float32)
+  by_noise = sample_quality.evaluate(noise, encode, 4, images, labels, samples=400, seed=0)
+  by_real = sample_quality.evaluate(real, encode, 4, images, labels, samples=400, seed=0)
+  fd = by_real["frechet_distance"]
+  assert fd["real"] < 0.2 * fd["blurred"] < fd["noise"]
+  assert by_noise["score"] == pytest.approx(1.0, abs=0.1)  # noise as far as the noise reference
+  assert by_real["score"] < 0.1
