@@ -5,7 +5,7 @@ A function receives only the part it needs (`config.ali`, `config.fden`, ...). P
 * ``paper``: the paper's Appendix B (Table 2 for FDEN, ALI's SVHN model at full width, latent 256) with
   ALI's own hyperparameters; sized for a GPU.
 * ``cpu``: the default main job: the same method, narrowed (ALI width 1/4, latent 64, FDEN layer widths
-  1/2) so `python scripts/train.py` finishes on a 2-core CPU in about ten minutes on ``glyphs``.
+  1/2) so `python scripts/train.py` finishes on a 2-core CPU in about six minutes on ``glyphs``.
 * ``smoke``: seconds-long runs for tests.
 """
 
@@ -47,7 +47,7 @@ class ALIConfig:
   # Appendix B.2: weight of an l2 reconstruction term ||x - G_x(G_z(x))||^2 added to the generator loss.
   reconstruction_weight: float = 0.0
   # Beyond ALI (0 = ALI's objective): weight of KL(G_z(x) || N(0, I)) in the encoder's loss, which keeps the
-  # codes where the prior samples are, so G_x(z) of z ~ N(0, I) looks like the data (README "Decisions").
+  # codes where the prior samples are (docs/paper.md, "Decisions"; measured to collapse the posterior).
   kl_weight: float = 0.0
   # Beyond ALI: weight of MMD(aggregate codes G_z(x), prior draws) (losses.mmd_imq) in the encoder's loss.
   prior_matching_weight: float = 0.0
@@ -71,7 +71,7 @@ class FDENConfig:
   gamma: float = 0.5  # weight of L_M (Eq. 4)
   grl_lambda: float = 1.0  # the gradient reversal layer's -lambda
   adaptive_clipping: bool = True  # Eq. 7
-  # Beyond the paper (0 / False in the `paper` preset; README "Decisions"): FDEN on standardized codes
+  # Beyond the paper (0 / False in the `paper` preset; docs/paper.md, "Decisions"): FDEN on standardized codes
   # (fden.LatentStatistics), the swap-consistency term (losses.swap_consistency_loss) and the style
   # confusion term (losses.style_confusion_loss), both added to L_u with these weights.
   standardize_latents: bool = False
@@ -137,19 +137,21 @@ class Config:
 
 
 def paper() -> Config:
-  """The paper's Omniglot recipe (Appendix B; 1,000 epochs of 10,000 episodes is 625,000 steps of 16)."""
+  """The paper's Omniglot recipe (Appendix B; 1,000 epochs of 10,000 episodes is 625,000 steps of 16), for a
+  GPU. Not run yet (no GPU in these sessions)."""
   return Config(ali=ALIConfig(latent_dim=256, steps=100_000),
                 fden=FDENConfig(steps=625_000))
 
 
 def cpu() -> Config:
-  """Default main job: `python scripts/train.py` on glyphs. Measured on a 2-core CPU: 8 min 57 s in all,
-  5-way 1-shot accuracy from f_ide 94.06% +- 0.66% on 1,000 episodes of unseen classes (README).
+  """Default main job: `python scripts/train.py` on glyphs. Measured on a 2-core AMD EPYC VM, nothing else
+  running: 5 min 27 s in all; 5-way 1-shot accuracy from f_ide 95.34% +- 0.61% on 1,000 episodes of unseen
+  classes (93.76% on another machine of the same kind; docs/results.md).
 
   Deviations from the paper, all for time: ALI width 1/4, latent 64, batch 64, lr 2e-4; FDEN widths 1/2,
   lr 1e-3; a short schedule. ALI gets the Appendix B.2 reconstruction term so its encoder is usable after
   minutes, not days. FDEN starts from TruncatedNormal(0, 0.05) without dropout: with Table 2's 0.001 its
-  gradients sit far below Adam's epsilon and a 1,500-step run stayed at chance (measured; README).
+  gradients sit far below Adam's epsilon and a 1,500-step run stayed at chance (measured; docs/paper.md).
   """
   return Config(ali=ALIConfig(width=0.25, latent_dim=64, batch_size=64, steps=1500, learning_rate=2e-4,
                               reconstruction_weight=1.0, checkpoint_every=500),
@@ -158,7 +160,8 @@ def cpu() -> Config:
 
 
 def smoke() -> Config:
-  """Seconds-long end-to-end runs for tests (about 30 s on 2 cores); accuracy only needs to beat chance."""
+  """Short end-to-end runs for tests (about 2 minutes of CPU time on 2 cores: 1 min 49 s measured, 4 min 31 s
+  wall on a busy machine); accuracy only needs to beat chance."""
   return Config(data=DataConfig(glyphs_classes=220, glyphs_test_classes=20, glyphs_samples_per_class=10),
                 ali=ALIConfig(width=0.125, latent_dim=32, batch_size=32, steps=200, learning_rate=1e-3,
                               reconstruction_weight=1.0, checkpoint_every=1000),
@@ -170,11 +173,13 @@ def smoke() -> Config:
 def omniglot_cpu() -> Config:
   """benchmarks/omniglot.py on a 2-core CPU (Table 1 within two hours): the cpu preset's recipe on real
   Omniglot (Vinyals split, 96,000 training images), with the paper code's latent size 128 and ALI for 8,000
-  steps (5.3 epochs). The benchmark sets each setting's task (way, shot, test queries).
+  steps (5.3 epochs). The benchmark sets each setting's task (way, shot, test queries). Measured here (2-core
+  AMD EPYC VM, 1 h 54 min by stage times): f_ide 93.30 / 98.56 / 82.74% on 5w1s / 5w5s / 20w1s (paper 88.3 /
+  95.4 / 82.6; docs/results.md).
 
   Training episodes are 60-way 1-shot with 1 query, 5 a step (600 codes, as many as 16 episodes of 20-way
   1-shot), for every setting, so the three settings share one FDEN (30,000 steps). Measured on this ALI,
-  6,000 steps each (README, Results): an FDEN trained on 20-way episodes scores 91.4% on 5-way 1-shot, where
+  6,000 steps each (docs/results.md): an FDEN trained on 20-way episodes scores 91.4% on 5-way 1-shot, where
   one trained on 5-way episodes scores 86.8%; 60-way training raises 20-way 1-shot from 77.7% to 79.6%.
 
   alpha = 0.1 (L_R's weight; Table 2: 1): the trained ALI's codes are large (||z - z~||^2 starts near 25), so
@@ -192,7 +197,7 @@ def omniglot_cpu() -> Config:
 def omniglot_paper() -> Config:
   """benchmarks/omniglot.py at the paper's scale, for a GPU: ALI's SVHN model at full width, latent 128 (the
   paper's code) for 100 epochs of the 96,000 training images, FDEN per Table 2 for 1,000 epochs of 10,000
-  episodes."""
+  episodes. Not run yet (no GPU in these sessions)."""
   return Config(data=DataConfig(dataset="omniglot"),
                 ali=ALIConfig(latent_dim=128, steps=96_000, reconstruction_weight=1.0, checkpoint_every=5000),
                 fden=FDENConfig(steps=625_000, checkpoint_every=10_000))

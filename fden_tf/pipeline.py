@@ -55,11 +55,20 @@ def _network_record(ali_config, image_shape):
 
 
 def _translation_pairs(split, pairs, seed):
+  """`pairs` image pairs (a, b) whose classes differ: 2 * pairs distinct classes when the split has that
+  many (every row of the figure a new identity), else a class drawn per pair and b's class another one, so
+  a split of as few as 2 classes (preflight's minimum) still gets its figure."""
   rng = np.random.default_rng(seed)
-  classes = rng.choice(split.num_classes, size=2 * pairs, replace=False)
+  n = split.num_classes
+  if n >= 2 * pairs:
+    classes = rng.choice(n, size=2 * pairs, replace=False)
+    classes_a, classes_b = classes[:pairs], classes[pairs:]
+  else:
+    classes_a = rng.integers(n, size=pairs)
+    classes_b = (classes_a + rng.integers(1, n, size=pairs)) % n  # any class but a's
   pick = lambda c: rng.choice(np.flatnonzero(split.labels == c))
-  a = np.array([pick(c) for c in classes[:pairs]])
-  b = np.array([pick(c) for c in classes[pairs:]])
+  a = np.array([pick(c) for c in classes_a])
+  b = np.array([pick(c) for c in classes_b])
   return split.images[a], split.images[b]
 
 
@@ -84,6 +93,8 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
   plugged_record = run_state.plugged_record(output_dir, ali_dir, plugged)  # recorded in config.json
   config, data = preflight.check(config, output_dir, stage, ali_dir, plugged is not None, overwrite, data,
                                  plugged_record)
+  if plugged is not None:  # shapes, Dim agreement, finiteness: refused here, not after FDEN trained
+    plugin.check_plugged(plugged, data.train.images[:2])
   distribute.check_divisible(strategy, config.fden.episodes_per_batch, "--episodes_per_batch")
   if plugged is None and not ali_dir:
     distribute.check_divisible(strategy, config.ali.batch_size, "--batch_size")

@@ -98,6 +98,9 @@ def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrit
   f = config.fden
   # The test split first: it usually has fewer classes, and its episodes are the ones the user asked for.
   split_lib.check_episode_shape(data.test.labels, f.way, f.shot, f.query, "the test split")
+  if data.test.num_classes < 2:  # the translation figure and metrics swap identities between two classes
+    raise ValueError(f"the test split has {data.test.num_classes} class; translating identities needs at "
+                     "least 2 (add test classes, or a larger test_fraction)")
   split_lib.check_episode_shape(data.train.labels, *f.training_episode, "the training split",
                                 flag_prefix="train_" if f.training_episode != (f.way, f.shot, f.query) else "")
   if ali_dir and not plugged:

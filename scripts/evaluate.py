@@ -9,8 +9,9 @@ is fden_tf.metrics.evaluate_run.
 
 import sys
 
-from absl import app
 from absl import flags
+
+from fden_tf import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", "runs/glyphs", "Output directory of scripts/train.py to evaluate.")
@@ -24,14 +25,15 @@ flags.DEFINE_integer("translation_pairs", 500, "Image pairs for translation fide
 
 def main(argv):
   del argv
+  for flag in ("samples", "mi_samples", "mine_steps", "translation_pairs"):
+    if getattr(FLAGS, flag) <= 0:
+      cli.error_exit(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
+  if bool(FLAGS.encoder) != bool(FLAGS.decoder):
+    cli.error_exit("--encoder and --decoder go together")
+  cli.import_tensorflow()  # quietly, once the cheap checks passed
   from fden_tf import metrics
   from fden_tf import plugin
   try:
-    for flag in ("samples", "mi_samples", "mine_steps", "translation_pairs"):
-      if getattr(FLAGS, flag) <= 0:
-        raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
-    if bool(FLAGS.encoder) != bool(FLAGS.decoder):
-      raise ValueError("--encoder and --decoder go together")
     plugged = plugin.load_saved(FLAGS.encoder, FLAGS.decoder) if FLAGS.encoder else None
     results = metrics.evaluate_run(FLAGS.run_dir, plugged=plugged,
                                    samples=FLAGS.samples, mi_samples=FLAGS.mi_samples,
@@ -45,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -13,8 +13,9 @@ version removed).
 import os
 import sys
 
-from absl import app
 from absl import flags
+
+from fden_tf import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Output directory of a finished scripts/train.py run on ALI (its own "
@@ -30,9 +31,7 @@ flags.DEFINE_boolean("benchmark", False, "After exporting, time translate and fe
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}; every option is a --flag", file=sys.stderr)
-    sys.exit(2)
+  del argv  # a stray positional argument is refused by cli.parse_flags
   if not FLAGS.run_dir:
     print("error: --run_dir is required (the output directory of a finished scripts/train.py run)",
           file=sys.stderr)
@@ -41,6 +40,7 @@ def main(argv):
     # Before importing TensorFlow (seconds): a mistyped path answers at once.
     print(f"error: run directory {FLAGS.run_dir} does not exist", file=sys.stderr)
     sys.exit(2)
+  cli.import_tensorflow()  # quietly, once the cheap checks passed
   from fden_tf import export
   try:
     version_dir = export.export_run(FLAGS.run_dir, FLAGS.export_dir, FLAGS.name, FLAGS.allow_unfinished)
@@ -58,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

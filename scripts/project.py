@@ -6,8 +6,9 @@
 
 import sys
 
-from absl import app
 from absl import flags
+
+from fden_tf import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Output directory of a finished scripts/train.py run.")
@@ -22,6 +23,7 @@ def main(argv):
   if FLAGS.points <= 0:
     print(f"error: --points must be positive, got {FLAGS.points}", file=sys.stderr)
     sys.exit(2)
+  cli.import_tensorflow()  # quietly, once the cheap checks passed
   import os
   from fden_tf import pipeline
   from fden_tf import plugin
@@ -43,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

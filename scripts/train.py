@@ -19,9 +19,10 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from fden_tf import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", None, ["cpu", "paper", "smoke", "omniglot_cpu", "omniglot_paper", "flowers_cpu",
@@ -66,6 +67,9 @@ flags.DEFINE_integer("eval_episodes", None, "Test episodes for the few-shot accu
 flags.DEFINE_integer("latent_dim", None, "ALI latent size (Dim).")
 flags.DEFINE_float("ali_reconstruction_weight", None, "Weight of ALI's l2 reconstruction term (paper "
                    "Appendix B.2); 0 disables it.")
+flags.DEFINE_float("ali_prior_matching_weight", None, "Weight of the MMD between ALI's encoder codes and "
+                   "prior draws (beyond ALI; 0 = off): makes prior samples G_x(z), z ~ N(0, I) look like the "
+                   "data (docs/results.md: 100 on glyphs).")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both stages.")
 flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
                      "checkpoint at a reduced learning rate.")
@@ -95,8 +99,9 @@ def build_config():
   for flag in POSITIVE:
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
-  if FLAGS.ali_reconstruction_weight is not None and FLAGS.ali_reconstruction_weight < 0:
-    raise ValueError(f"--ali_reconstruction_weight must be >= 0, got {FLAGS.ali_reconstruction_weight}")
+  for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight"):
+    if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
+      raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
     raise ValueError("--latent_dim is the plugged network's own size; drop it when plugging --ali_dir or "
                      "--encoder")
@@ -105,12 +110,20 @@ def build_config():
   dataset = FLAGS.dataset or config.data.dataset
   image_size, channels = datasets.default_image_shape(dataset)
   image_size, channels = FLAGS.image_size or image_size, FLAGS.channels or channels
+  # Checked before any data is loaded (a 64x64 TFDS dataset takes minutes): what later stages would refuse.
+  if channels not in (1, 3):
+    raise ValueError(f"--channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+  sizes = sorted(config_lib.ARCHITECTURE_IMAGE_SIZE.values())
+  if not FLAGS.encoder and image_size not in sizes:
+    raise ValueError(f"--image_size={image_size} fits no ALI architecture; choose one of {sizes} (any size "
+                     "works with your own --encoder/--decoder)")
   if FLAGS.output_dir is None:
     FLAGS.output_dir = os.path.join("runs", dataset)
   data = dict(dataset=dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, splits_dir=FLAGS.splits_dir,
               image_size=image_size, channels=channels)
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
-               reconstruction_weight="ali_reconstruction_weight", checkpoint_every="checkpoint_every")
+               reconstruction_weight="ali_reconstruction_weight",
+               prior_matching_weight="ali_prior_matching_weight", checkpoint_every="checkpoint_every")
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
   if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
     ali["architecture"] = size_to_architecture[image_size]
@@ -119,6 +132,8 @@ def build_config():
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every")
   top = _given(max_nonfinite_steps="max_nonfinite_steps")
   top["deterministic"] = FLAGS.deterministic
+  if FLAGS.seed is not None and FLAGS.seed < 0:
+    raise ValueError(f"--seed must be a non-negative integer, got {FLAGS.seed}")
   if FLAGS.seed is not None:
     top["seed"] = data["seed"] = FLAGS.seed
   return config.replace(data=data, ali=ali, fden=fden, **top)
@@ -146,6 +161,7 @@ def main(argv):
   except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  cli.import_tensorflow()  # quietly, once the cheap checks passed
   from fden_tf import fewshot
   from fden_tf import pipeline
   from fden_tf import plugin
@@ -173,4 +189,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -226,3 +226,45 @@ def test_real_omniglot_split_lists_cover_the_archives():
   for name in ("trainval", "test"):
     assert {line.rsplit("/", 1)[0] for line in lists[name]} <= everything
   assert not set(lists["trainval"]) & set(lists["test"])
+
+
+def _folder_image(tmp_path, name, image):
+  path = tmp_path / "cls_a" / name
+  path.parent.mkdir(exist_ok=True)
+  image.save(path)
+  return str(path)
+
+
+def test_folder_images_of_every_common_png_form_read_correctly(tmp_path):
+  from fden_tf.data import folder
+  ramp16 = (np.arange(16 * 16, dtype=np.uint32).reshape(16, 16) * 256).astype(np.uint16)  # 0 .. 65280
+  path = _folder_image(tmp_path, "sixteen.png", Image.fromarray(ramp16))
+  assert Image.open(path).mode in ("I;16", "I")
+  x = folder._read_image(path, 16, 1)
+  np.testing.assert_allclose(x[..., 0], ramp16 / 65535.0, atol=2e-3)  # a ramp, not saturated to 1
+  assert 0.3 < x.mean() < 0.7
+  rgba = np.zeros((16, 16, 4), np.uint8)  # fully transparent, colour channels black ...
+  rgba[4:12, 4:12] = (0, 0, 0, 255)       # ... but an opaque black square
+  x = folder._read_image(_folder_image(tmp_path, "rgba.png", Image.fromarray(rgba, "RGBA")), 16, 1)
+  assert x[0, 0, 0] == 1.0 and x[8, 8, 0] == 0.0  # transparent -> white background, the square stays black
+  x = folder._read_image(_folder_image(tmp_path, "la.png", Image.fromarray(rgba[..., [0, 3]], "LA")), 16, 3)
+  assert x.shape == (16, 16, 3) and x[0, 0].tolist() == [1.0, 1.0, 1.0] and x[8, 8].tolist() == [0, 0, 0]
+  palette = Image.fromarray((np.arange(256).reshape(16, 16) % 2).astype(np.uint8), "P")
+  palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+  x = folder._read_image(_folder_image(tmp_path, "p.png", palette), 16, 3)
+  assert x[0, 0].tolist() == [1, 0, 0] and x[0, 1].tolist() == [0, 0, 1]
+
+
+def test_folder_images_that_cannot_be_read_safely_are_one_error_naming_the_class_folder(tmp_path,
+                                                                                          monkeypatch):
+  from fden_tf.data import folder
+  path = _folder_image(tmp_path, "big.png", Image.new("L", (64, 64)))
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels: > 2x the limit, PIL's bomb error
+  with pytest.raises(ValueError, match=r"cls_a/big.png .*too large"):
+    folder._read_image(path, 16, 1)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # between 1x and 2x: PIL only warns
+  with pytest.raises(ValueError, match="too large"):
+    folder._read_image(path, 16, 1)
+  (tmp_path / "cls_a" / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+  with pytest.raises(ValueError, match=r"cannot read image cls_a/torn.png"):
+    folder._read_image(str(tmp_path / "cls_a" / "torn.png"), 16, 1)

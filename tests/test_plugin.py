@@ -77,3 +77,70 @@ def test_encode_all_batches_and_matches_direct_encoding():
   z = plugin.encode_all(plugged, x, batch_size=5)
   assert z.shape == (23, 12) and z.dtype == np.float32
   np.testing.assert_allclose(z, encoder(x).numpy(), atol=1e-5)
+
+
+class _LinearEncoder(tf.Module):
+  """A tf.Module with its own variable: what tf.saved_model.save writes for a non-Keras network."""
+
+  def __init__(self, latent):
+    super().__init__()
+    self.w = tf.Variable(np.random.default_rng(3).normal(size=(32 * 32, latent)).astype(np.float32))
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 1], tf.float32)])
+  def __call__(self, x):
+    return tf.matmul(tf.reshape(x, [-1, 32 * 32]), self.w)
+
+
+def test_savedmodels_of_tf_saved_model_save_and_keras_export_keep_their_variables(tmp_path):
+  import gc
+  module = _LinearEncoder(6)
+  tf.saved_model.save(module, str(tmp_path / "enc_tf"), signatures=module.__call__)
+  _, decoder = _autoencoder(latent=6)
+  decoder.export(str(tmp_path / "dec_keras_export"))  # Keras 3's model.export(): serve + serving_default
+  plugged = plugin.load_saved(str(tmp_path / "enc_tf"), str(tmp_path / "dec_keras_export"))
+  gc.collect()  # the loaded objects own the variables: with only their signatures kept, calls fail here
+  x = np.random.default_rng(0).uniform(size=(3, 32, 32, 1)).astype(np.float32)
+  z = plugged.encode(x)
+  np.testing.assert_allclose(z.numpy(), module(x).numpy(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(plugged.decode(z).numpy(), decoder(z).numpy(), atol=1e-6)
+  assert plugged.paths == (str(tmp_path / "enc_tf"), str(tmp_path / "dec_keras_export"))
+  assert len(plugged.variables) >= 3  # the module's w, the decoder's kernel and bias
+  assert plugin.check_plugged(plugged, x) == 6
+
+
+def test_paths_that_are_not_saved_models_are_one_clear_error(tmp_path):
+  (tmp_path / "not_a_model").mkdir()
+  (tmp_path / "not_a_model" / "notes.txt").write_text("x")
+  (tmp_path / "broken.keras").write_text("not a zip")
+  with pytest.raises(ValueError, match="not a SavedModel folder"):
+    plugin._load_one(str(tmp_path / "not_a_model"))
+  with pytest.raises(ValueError, match="not a Keras .keras archive"):
+    plugin._load_one(str(tmp_path / "broken.keras"))
+  with pytest.raises(FileNotFoundError):
+    plugin._load_one(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("wrong_image_shape", "encoder fails on the dataset's 32x32x1 images"),
+    ("four_d_codes", r"codes of shape \[2, 1, 1, 12\]"),
+    ("dim_mismatch", "decoder fails on the encoder's 12-dimensional codes"),
+    ("nan_codes", "non-finite codes"),
+    ("wrong_output_shape", r"decoder returns shape \[2, 16, 16, 1\]"),
+])
+def test_a_plugged_network_that_does_not_fit_is_refused_before_training(tmp_path, case, message):
+  encoder, decoder = _autoencoder()
+  if case == "wrong_image_shape":
+    encoder = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(12)])
+  elif case == "four_d_codes":
+    encoder = keras.Sequential([encoder, keras.layers.Reshape((1, 1, 12))])
+  elif case == "dim_mismatch":
+    decoder = _autoencoder(latent=5)[1]
+  elif case == "nan_codes":
+    encoder = keras.Sequential([encoder, keras.layers.Lambda(lambda z: z * np.float32("nan"))])
+  else:
+    decoder = keras.Sequential([keras.Input((12,)), keras.layers.Dense(256),
+                                keras.layers.Reshape((16, 16, 1))])
+  plugged = plugin.FrozenAutoencoder(encoder, decoder)
+  with pytest.raises(ValueError, match=message):
+    pipeline.train_and_evaluate(_smoke(), str(tmp_path / "run"), stage="fden", plugged=plugged, export=False)
+  assert not (tmp_path / "run").exists()  # refused before anything was written

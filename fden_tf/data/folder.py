@@ -6,6 +6,7 @@ are center-cropped to a square, converted to grayscale or RGB and resized (Lancz
 """
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -30,23 +31,56 @@ def _class_folders(folder):
   return found
 
 
+# Transparent pixels are composited onto this background (white: the paper's datasets draw dark strokes
+# or objects on white, and a transparent PNG's colour channels under alpha 0 are often zeros = black).
+BACKGROUND = (255, 255, 255)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _flatten_alpha(im):
+  """RGBA, LA, PA and palette images with a transparent colour -> RGB composited onto BACKGROUND."""
+  if im.mode == "P" and "transparency" not in im.info:
+    return im.convert("RGB")
+  rgba = im.convert("RGBA")
+  return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba).convert("RGB")
+
+
 def to_square_array(image, image_size, channels):
   """A PIL image or uint8 array as float32 [image_size, image_size, channels] in [0, 1]: the central square
-  crop, resized with the Lanczos filter."""
+  crop, resized with the Lanczos filter.
+
+  Every common PNG/JPEG form: 8-bit L/RGB/CMYK/1-bit; 16-bit grayscale (modes I;16 and I) scaled by 65535,
+  not clipped at 255; transparency (RGBA, LA, palette with a transparent colour) composited onto white.
+  """
   im = image if isinstance(image, Image.Image) else Image.fromarray(np.squeeze(image))
   w, h = im.size
   side = min(w, h)
-  im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-  im = im.convert("L" if channels == 1 else "RGB").resize((image_size, image_size), Image.LANCZOS)
+  box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+  if im.mode in SIXTEEN_BIT_MODES:  # resized as 32-bit float ("F"), so no precision is lost before scaling
+    gray = Image.fromarray(np.asarray(im, np.float32) / 65535.0, mode="F")
+    x = np.asarray(gray.crop(box).resize((image_size, image_size), Image.LANCZOS), np.float32)
+    x = np.clip(x, 0.0, 1.0)[..., None]
+    return np.repeat(x, channels, axis=-1)
+  if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:
+    im = _flatten_alpha(im)
+  im = im.crop(box).convert("L" if channels == 1 else "RGB").resize((image_size, image_size), Image.LANCZOS)
   return np.asarray(im, np.float32).reshape(image_size, image_size, channels) / 255.0
 
 
 def _read_image(path, image_size, channels):
+  """One image; anything PIL cannot decode, and a decompression bomb (more pixels than
+  PIL.Image.MAX_IMAGE_PIXELS, which PIL only warns about below twice that), is one ValueError naming the
+  class folder and the file."""
+  where = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)} (in {path})"
   try:
-    with Image.open(path) as im:
-      return to_square_array(im, image_size, channels)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"cannot read image {path}: {e}") from None
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        return to_square_array(im, image_size, channels)
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise ValueError(f"image {where} is too large to decode safely ({e}); shrink it or remove it") from None
+  except (OSError, ValueError, SyntaxError) as e:
+    raise ValueError(f"cannot read image {where}: {e}; re-save it as PNG or JPEG or remove it") from None
 
 
 def _split(classes, image_size, channels):

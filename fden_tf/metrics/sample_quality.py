@@ -70,17 +70,19 @@ def blur(images: np.ndarray, sigma: float = 1.5) -> np.ndarray:
 
 
 def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.ndarray, samples: int = 2000,
-             seed: int = 0) -> dict:
+             seed: int = 0, features=None) -> dict:
   """Fréchet distances of prior samples and references to held-out real images of the training split.
 
   decode: z [B, Dim] -> images; encode: images -> z (posterior mean). images, labels: the training split
   (the generator was trained on it). Two disjoint sets of `samples` images are held out from the feature
-  network's training: one is the reference, the other the "real" row."""
+  network's training: one is the reference, the other the "real" row. features: a feature network from
+  an earlier call with the same images, labels, samples and seed (`result["features"]` is not returned:
+  use `feature_network_for`), so several generators are compared in the very same features."""
   rng = np.random.default_rng(seed)
   n = min(samples, len(images) // 4)
   order = rng.permutation(len(images))
   reference, other, fit = order[:n], order[n:2 * n], order[2 * n:]
-  features = train_feature_network(images[fit], labels[fit], seed=seed)
+  features = features or train_feature_network(images[fit], labels[fit], seed=seed)
   ref = features(images[reference])
   z = rng.standard_normal((n, latent_dim)).astype(np.float32)
   batches = lambda fn, x: np.concatenate([np.asarray(fn(x[i:i + 500])) for i in range(0, len(x), 500)])
@@ -94,3 +96,10 @@ def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.nda
   return {"frechet_distance": fd, "score": fd["samples"] / fd["noise"], "samples": int(n),
           "feature_network": f"CNN 32-64-128 (3x3, stride 2) -> {FEATURES} features, trained 3 epochs on "
                              f"{len(fit)} training images"}
+
+
+def feature_network_for(images: np.ndarray, labels: np.ndarray, samples: int = 2000, seed: int = 0):
+  """The feature network `evaluate` trains for these arguments, to pass to several `evaluate` calls."""
+  n = min(samples, len(images) // 4)
+  fit = np.random.default_rng(seed).permutation(len(images))[2 * n:]
+  return train_feature_network(images[fit], labels[fit], seed=seed)
