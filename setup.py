@@ -15,7 +15,7 @@ setup(
         "keras==3.15.1",
         "tensorflow-datasets==4.9.10",
         # tensorflow-datasets imports importlib_resources (dataset_builder.py) but declares it only for
-        # Python < 3.9, and etils >= 1.10's [epath] extra no longer brings it: without it every
+        # Python < 3.9, and etils 1.15.0's [epath] extra does not bring it: without it every
         # download_and_prepare / tfds.load fails with ModuleNotFoundError (issue 16).
         "importlib_resources==6.5.2",
         "scipy==1.17.1",  # scipy.io.loadmat: Oxford Flowers 102's imagelabels.mat (fden_tf/data/flowers.py)

@@ -236,3 +236,26 @@ def test_ali_batches_are_a_function_of_the_step_in_any_order():
     np.testing.assert_array_equal(batch_of(tf.constant(step, tf.int64)), expected(step), err_msg=f"step {step}")
   epoch = np.concatenate([batch_of(tf.constant(s, tf.int64)).numpy() for s in range(4, 8)])
   assert len(set(epoch)) == 20 and epoch.min() >= 0 and epoch.max() < num_images
+
+
+def test_a_test_split_of_fewer_than_8_classes_gets_its_translation_pairs_and_one_class_is_refused(tmp_path):
+  """Issue 17 item 9: 4 translation pairs used to need 8 test classes ("Cannot take a larger sample than
+  population" after ALI trained); now any split of >= 2 classes works and fewer is refused up front."""
+  from fden_tf import pipeline
+  from fden_tf import preflight
+  from fden_tf.data import split as split_lib
+  labels = np.repeat(np.arange(3), 4).astype(np.int32)
+  images = np.broadcast_to(labels[:, None, None, None].astype(np.float32), (12, 32, 32, 1)).copy()
+  test = split_lib.Split(images, labels, ["a", "b", "c"])
+  images_a, images_b = pipeline._translation_pairs(test, pairs=4, seed=0)  # pylint: disable=protected-access
+  assert images_a.shape == images_b.shape == (4, 32, 32, 1)
+  assert np.all(images_a[:, 0, 0, 0] != images_b[:, 0, 0, 0])  # each pair swaps between two classes
+  eight = split_lib.Split(np.repeat(images, 3, axis=0)[:32], np.repeat(np.arange(8), 4).astype(np.int32),
+                          [str(i) for i in range(8)])
+  a, b = pipeline._translation_pairs(eight, pairs=4, seed=0)  # pylint: disable=protected-access
+  assert a.shape == (4, 32, 32, 1)  # the 2 * pairs distinct classes path, as before
+  one_class = split_lib.FewShotData("tiny", test, split_lib.Split(images[:4], np.zeros(4, np.int32), ["a"]))
+  config = config_lib.smoke().replace(fden={"way": 1, "shot": 1, "query": 1, "train_way": 2})
+  with pytest.raises(ValueError, match="test split has 1 class; translating identities needs at least 2"):
+    preflight.check(config, str(tmp_path / "run"), data=one_class)
+  assert not (tmp_path / "run").exists()

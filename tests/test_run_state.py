@@ -39,7 +39,8 @@ def _hold_lock(out):
   return child
 
 
-def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holders_lock_is_taken_over(tmp_path, caplog):
+def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holders_lock_is_taken_over(tmp_path,
+                                                                                              caplog):
   out = tmp_path / "run"
   child = _hold_lock(out)
   try:
@@ -125,7 +126,8 @@ def test_a_run_on_another_encoder_of_the_same_shape_is_refused(tmp_path):
   decoder.write_bytes(b"decoder weights")
   out = tmp_path / "run"
   first = run_state.plugged_record(str(out), plugged=(str(encoder), str(decoder)))
-  assert first["encoder"] == {"path": str(encoder), "sha256": hashlib.sha256(b"encoder weights A").hexdigest()}
+  expected = hashlib.sha256(b"encoder weights A").hexdigest()  # what `sha256sum enc.keras` prints
+  assert first["encoder"] == {"path": str(encoder), "sha256": expected}
   _write_run(out, first)
   preflight.check_output_dir(str(out), config_lib.smoke(), False, first)  # the same network: resumes
 
@@ -268,8 +270,8 @@ def test_when_no_checkpoint_restores_the_error_names_each_and_training_does_not_
   workdir, folder = trained
   for data in folder.glob("*.data-*"):
     data.write_bytes(b"\0")
-  with pytest.raises(ValueError, match=r"no FDEN checkpoint under .* can be restored: ckpt-20 \(.*\); ckpt-15 "
-                                       r"\(.*\); ckpt-10 .*move that folder aside"):
+  with pytest.raises(ValueError, match=r"no FDEN checkpoint under .* can be restored: ckpt-20 \(.*\); "
+                                       r"ckpt-15 \(.*\); ckpt-10 .*move that folder aside"):
     _train(workdir, 25)
 
 

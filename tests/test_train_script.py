@@ -65,3 +65,64 @@ def test_output_dir_of_a_different_configuration_is_refused(tmp_path):
   result = run_train("--preset=smoke", f"--output_dir={out}", "--noprogress")
   assert result.returncode == 2 and "different configuration" in result.stderr
   assert json.loads((out / "config.json").read_text()) == {"something": "else"}
+
+
+SCRIPTS = ("train.py", "evaluate.py", "export.py", "project.py")
+
+
+def run_script(script, *flags, env=None, timeout=120):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *flags], capture_output=True,
+                        text=True, timeout=timeout, env=dict(os.environ, **(env or {})), cwd=ROOT)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_answers_help_and_refuses_bad_flags_and_stray_arguments_with_exit_2(script):
+  """fden_tf/cli.py: --help exits 0; an unknown flag, a bad value or a positional argument (a forgotten
+  `--`) is one error line and exit 2, before TensorFlow is imported (these take about a second)."""
+  result = run_script(script, "--help")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "--output_dir" in result.stdout if script == "train.py" else "--run_dir" in result.stdout
+  for flags, expected in [(["--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
+                          (["--run_dir"] if script != "train.py" else ["--seed=x"], "flag --"),
+                          (["preset=smoke"], "unexpected argument(s) preset=smoke")]:
+    result = run_script(script, *flags)
+    assert result.returncode == 2, (flags, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (flags, lines)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--image_size=256", "--image_size=256 fits no ALI architecture; choose one of [32, 64]"),
+    ("--channels=2", "--channels must be 1 (grayscale) or 3 (RGB), got 2"),
+    ("--seed=-1", "--seed must be a non-negative integer, got -1"),
+])
+def test_flag_values_later_stages_refuse_are_refused_before_any_data_is_loaded(tmp_path, flag, expected):
+  # oxford_flowers102 would load 2 GB from TFDS first; refused before, nothing downloaded or written.
+  result = run_script("train.py", "--dataset=oxford_flowers102", f"--data_dir={tmp_path / 'tfds'}", flag,
+                      f"--output_dir={tmp_path / 'run'}")
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {expected}"), lines
+  assert not (tmp_path / "run").exists() and not (tmp_path / "tfds").exists()
+
+
+def test_tensorflow_is_quiet_by_default(monkeypatch):
+  """No oneDNN banner, "Could not find cuda drivers" or cuInit error on a CPU-only machine unless asked."""
+  code = ("import sys; from fden_tf import cli; cli.quiet_tensorflow(int(sys.argv[1])); cli.import_tensorflow(); "
+          "import tensorflow as tf; print(float(tf.reduce_sum(tf.ones([3]))))")
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  quiet = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=300,
+                         env=env, cwd=ROOT)
+  assert quiet.returncode == 0 and quiet.stdout.strip() == "3.0", quiet.stderr[-2000:]
+  assert quiet.stderr.strip() == "", quiet.stderr[-2000:]
+  # --verbosity=1 (absl's debug level) or the user's own TF_CPP_MIN_LOG_LEVEL: TensorFlow's log is left on.
+  from fden_tf import cli
+  monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+  cli.quiet_tensorflow(1)
+  assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+  monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+  cli.quiet_tensorflow(0)
+  assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+  monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+  cli.quiet_tensorflow(0)
+  assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == cli.QUIET_TF_LOG_LEVEL

@@ -22,6 +22,7 @@ decoding, so the 8,189 images load in seconds rather than a minute.
 """
 
 import concurrent.futures
+import functools
 import io
 import json
 import os
@@ -105,16 +106,21 @@ def _decode(data, number, image_size, channels):
     raise ValueError(f"cannot decode image_{number:05d}.jpg: {e}") from None
 
 
-def species_names(data_dir=None):
-  """The 102 species names, index = label 0..101: TFDS's builder's, else cat_to_name.json's."""
+@functools.lru_cache(maxsize=1)
+def _tfds_names():
   try:
     import tensorflow_datasets as tfds  # reads the builder's info offline; no TensorFlow import
     with tempfile.TemporaryDirectory() as tmp:
-      names = list(tfds.builder(NAME, data_dir=tmp).info.features["label"].names)
-    if len(names) == NUM_CLASSES:
-      return names
+      names = tuple(tfds.builder(NAME, data_dir=tmp).info.features["label"].names)
+    return names if len(names) == NUM_CLASSES else None
   except Exception:  # noqa: BLE001 (no TFDS, or one that cannot build its info: fall back to the file)
-    pass
+    return None
+
+
+def species_names(data_dir=None):
+  """The 102 species names, index = label 0..101: TFDS's builder's, else cat_to_name.json's."""
+  if _tfds_names():
+    return list(_tfds_names())
   path = os.path.join(data_dir or "", NAMES_FILE)
   if data_dir and os.path.isfile(path):
     with open(path) as f:
