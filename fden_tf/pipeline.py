@@ -258,9 +258,10 @@ def ali_metrics(ali_model, data, ali_run_dir, config) -> dict:
   log = [r for r in training_loop.read_log(os.path.join(ali_run_dir, "ali", "train_log.jsonl"))
          if "d_real" in r]
   mean = lambda key, records: float(np.mean([r[key] for r in records])) if records else None
-  late = log[len(log) // 2:]  # the second half of training, once the game has settled
-  balance = {"d_real": mean("d_real", log), "d_fake": mean("d_fake", log),
-             "d_real_second_half": mean("d_real", late), "d_fake_second_half": mean("d_fake", late)}
+  # The logged windows of the second half of training, once the game has settled (the first windows after a
+  # resume cover fewer steps, so a whole-run mean would depend on where a run was interrupted).
+  late = log[len(log) // 2:]
+  balance = {"d_real_second_half": mean("d_real", late), "d_fake_second_half": mean("d_fake", late)}
   # "Wins outright": D tells encoder pairs from decoder pairs with near certainty for the whole second half.
   balance["saturated"] = bool(late) and balance["d_real_second_half"] > 0.99 and \
       balance["d_fake_second_half"] < 0.01
