@@ -79,9 +79,8 @@ def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.nda
   an earlier call with the same images, labels, samples and seed (`result["features"]` is not returned:
   use `feature_network_for`), so several generators are compared in the very same features."""
   rng = np.random.default_rng(seed)
-  n = min(samples, len(images) // 4)
-  order = rng.permutation(len(images))
-  reference, other, fit = order[:n], order[n:2 * n], order[2 * n:]
+  reference, other, fit = _held_out_split(len(images), samples, rng)
+  n = len(reference)
   features = features or train_feature_network(images[fit], labels[fit], seed=seed)
   ref = features(images[reference])
   z = rng.standard_normal((n, latent_dim)).astype(np.float32)
@@ -98,8 +97,15 @@ def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.nda
                              f"{len(fit)} training images"}
 
 
+def _held_out_split(num_images: int, samples: int, rng):
+  """Indices (reference, other, fit): two disjoint held-out sets of min(samples, N / 4) images and the rest,
+  on which the feature network trains."""
+  n = min(samples, num_images // 4)
+  order = rng.permutation(num_images)
+  return order[:n], order[n:2 * n], order[2 * n:]
+
+
 def feature_network_for(images: np.ndarray, labels: np.ndarray, samples: int = 2000, seed: int = 0):
   """The feature network `evaluate` trains for these arguments, to pass to several `evaluate` calls."""
-  n = min(samples, len(images) // 4)
-  fit = np.random.default_rng(seed).permutation(len(images))[2 * n:]
+  _, _, fit = _held_out_split(len(images), samples, np.random.default_rng(seed))
   return train_feature_network(images[fit], labels[fit], seed=seed)
