@@ -168,8 +168,6 @@ def main(argv):
   from fden_tf import training_loop
   try:
     plugged = plugin.load_saved(FLAGS.encoder, FLAGS.decoder) if FLAGS.encoder else None
-    if plugged is not None and not getattr(plugged, "paths", None):
-      plugged.paths = paths  # what run_state.plugged_record hashes, as the preflight above did
     metrics = pipeline.train_and_evaluate(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, plugged,
                                           FLAGS.overwrite, show_progress=FLAGS.progress,
                                           export=FLAGS.export, data=data, strategy=strategy)
