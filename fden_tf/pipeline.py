@@ -90,15 +90,15 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
   # Phase 0: check every input before writing anything. A multi-worker strategy comes first: it must be
   # created before TensorFlow runs anything in the process.
   strategy = distribute.get_strategy(strategy)
+  chief = distribute.is_chief(strategy)
   plugged_record = run_state.plugged_record(output_dir, ali_dir, plugged)  # recorded in config.json
   config, data = preflight.check(config, output_dir, stage, ali_dir, plugged is not None, overwrite, data,
-                                 plugged_record)
+                                 plugged_record, writer=chief)
   if plugged is not None:  # shapes, Dim agreement, finiteness: refused here, not after FDEN trained
     plugin.check_plugged(plugged, data.train.images[:2])
   distribute.check_divisible(strategy, config.fden.episodes_per_batch, "--episodes_per_batch")
   if plugged is None and not ali_dir:
     distribute.check_divisible(strategy, config.ali.batch_size, "--batch_size")
-  chief = distribute.is_chief(strategy)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)

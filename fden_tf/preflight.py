@@ -64,11 +64,12 @@ def holds_other_config(output_dir, config) -> bool:
   return json.loads(config_lib.load(output_dir).to_json()) != json.loads(config.to_json())
 
 
-def check_output_dir(output_dir, config, overwrite, plugged_record=None, ali_dir=None):
+def check_output_dir(output_dir, config, overwrite, plugged_record=None, ali_dir=None, writer=True):
   """Refuses a folder that cannot be written, that another live process trains in (its lock), or that holds
   a run of another configuration or on another plugged network (`plugged_record`, run_state.plugged_record).
-  Writes nothing: the nearest existing ancestor must be a writable folder."""
-  holder = run_state.lock_holder(output_dir)
+  Writes nothing: the nearest existing ancestor must be a writable folder. writer=False: a cluster's
+  non-chief worker, which trains beside the chief that holds the lock and writes nothing there."""
+  holder = run_state.lock_holder(output_dir) if writer else None
   if holder is not None:
     raise run_state.locked_error(output_dir, holder)
   if overwrite:
@@ -88,11 +89,12 @@ def check_output_dir(output_dir, config, overwrite, plugged_record=None, ali_dir
 
 
 def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrite=False, data=None,
-          plugged_record=None):
+          plugged_record=None, writer=True):
   """Checks a run's inputs. Returns (config, data): the config with the plugged ALI's own section when
   --ali_dir is given (the run's record names the network it really used), and the loaded dataset.
   plugged_record: what identifies the plugged network (run_state.plugged_record), compared with the one an
-  existing run in `output_dir` recorded."""
+  existing run in `output_dir` recorded. writer: whether this process writes `output_dir` (False on a
+  cluster's non-chief workers)."""
   _check_stage(stage, ali_dir, plugged)
   data = data or datasets.load(config.data)
   f = config.fden
@@ -110,5 +112,5 @@ def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrit
     if config.ali.batch_size > len(data.train.images):
       raise ValueError(f"--batch_size={config.ali.batch_size} exceeds the {len(data.train.images)} training "
                        "images")
-  check_output_dir(output_dir, config, overwrite, plugged_record, ali_dir)
+  check_output_dir(output_dir, config, overwrite, plugged_record, ali_dir, writer)
   return config, data

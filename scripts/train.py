@@ -150,14 +150,15 @@ def main(argv):
       raise ValueError("--encoder and --decoder go together")
     if FLAGS.encoder and FLAGS.stage != "fden":
       raise ValueError("plugging your own --encoder/--decoder needs --stage=fden")
-    strategy = FLAGS.strategy
+    strategy, writer = FLAGS.strategy, True
     if strategy == "multiworker":  # must exist before TensorFlow runs anything (a TFDS loader would)
       from fden_tf import distribute
       strategy = distribute.get_strategy(strategy)
+      writer = distribute.is_chief(strategy)  # the others train beside the chief, which holds the lock
     paths = (FLAGS.encoder, FLAGS.decoder) if FLAGS.encoder else None
     record = run_state.plugged_record(FLAGS.output_dir, FLAGS.ali_dir, paths)
     config, data = preflight.check(config, FLAGS.output_dir, FLAGS.stage, FLAGS.ali_dir, bool(FLAGS.encoder),
-                                   FLAGS.overwrite, plugged_record=record)
+                                   FLAGS.overwrite, plugged_record=record, writer=writer)
   except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -52,6 +52,8 @@ def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holders_lock_i
     # scripts/train.py's preflight says the same, before TensorFlow, writing nothing.
     with pytest.raises(ValueError, match=f"in use by process {child.pid}"):
       preflight.check_output_dir(str(out), config_lib.smoke(), overwrite=False)
+    # A cluster's other workers train beside the chief that holds the lock (they write nothing there).
+    preflight.check_output_dir(str(out), config_lib.smoke(), overwrite=False, writer=False)
   finally:
     child.kill()  # SIGKILL: no cleanup runs, the lock file stays with the dead pid in it
     child.wait()
