@@ -42,21 +42,34 @@ flags.DEFINE_integer("fden_steps", None, "Override the preset's FDEN steps (quic
 
 # Each variant is a complete set of the levers it is about, so a row means the same whatever the preset
 # holds today. ALI: ALI's objective with Appendix B.2's l2 term (the old cpu recipe), then beyond ALI.
-_ALI_OBJECTIVE = {"kl_weight": 0.0, "prior_matching_weight": 0.0, "discriminator_lr_factor": 1.0}
+_ALI_OBJECTIVE = {"kl_weight": 0.0, "prior_matching_weight": 0.0, "discriminator_lr_factor": 1.0,
+                  "instance_noise": 0.0}
 ALI_VARIANTS = {
     "ali+l2": dict(_ALI_OBJECTIVE),
+    "ali+l2+d_lr0.1": dict(_ALI_OBJECTIVE, discriminator_lr_factor=0.1),
+    "ali+l2+noise0.2": dict(_ALI_OBJECTIVE, instance_noise=0.2),
+    "ali+l2+mmd100+noise0.2": dict(_ALI_OBJECTIVE, prior_matching_weight=100.0, instance_noise=0.2),
     "ali+l2+kl": dict(_ALI_OBJECTIVE, kl_weight=1.0),
     "ali+l2+mmd10": dict(_ALI_OBJECTIVE, prior_matching_weight=10.0),
     "ali+l2+mmd100": dict(_ALI_OBJECTIVE, prior_matching_weight=100.0),
 }
 # FDEN: the paper's losses on raw codes (the old cpu recipe), then each lever added in turn.
-_PAPER_LOSSES = {"standardize_latents": False, "swap_weight": 0.0, "style_confusion_weight": 0.0}
+_PAPER_LOSSES = {"standardize_latents": False, "swap_weight": 0.0, "style_confusion_weight": 0.0,
+                 "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0}
 FDEN_VARIANTS = {
     "paper losses": dict(_PAPER_LOSSES),
     "+ standardized z": dict(_PAPER_LOSSES, standardize_latents=True),
     "+ swap consistency": dict(_PAPER_LOSSES, standardize_latents=True, swap_weight=1.0),
     "+ style confusion": dict(_PAPER_LOSSES, standardize_latents=True, swap_weight=1.0,
                               style_confusion_weight=1.0),
+    "+ identity swap": dict(_PAPER_LOSSES, identity_swap_weight=1.0),
+    "+ style bottleneck 0.1": dict(_PAPER_LOSSES, style_bottleneck_weight=0.1),
+    "+ identity swap + style bottleneck 0.1": dict(_PAPER_LOSSES, identity_swap_weight=1.0,
+                                                   style_bottleneck_weight=0.1),
+    "+ standardized z + identity swap + style bottleneck 0.1": dict(
+        _PAPER_LOSSES, standardize_latents=True, identity_swap_weight=1.0, style_bottleneck_weight=0.1),
+    "+ standardized z + identity swap + style bottleneck 0.03": dict(
+        _PAPER_LOSSES, standardize_latents=True, identity_swap_weight=1.0, style_bottleneck_weight=0.03),
 }
 
 

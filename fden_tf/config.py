@@ -53,6 +53,9 @@ class ALIConfig:
   prior_matching_weight: float = 0.0
   # The discriminator's learning rate as a multiple of `learning_rate` (1 = ALI's).
   discriminator_lr_factor: float = 1.0
+  # Beyond ALI: instance noise (Sonderby et al. 2017), the standard deviation of Gaussian noise added to
+  # the real and the generated images the discriminator sees (pixels in [0, 1]); 0 = ALI's.
+  instance_noise: float = 0.0
   checkpoint_every: int = 1000
 
 
@@ -72,11 +75,15 @@ class FDENConfig:
   grl_lambda: float = 1.0  # the gradient reversal layer's -lambda
   adaptive_clipping: bool = True  # Eq. 7
   # Beyond the paper (0 / False in the `paper` preset; docs/paper.md, "Decisions"): FDEN on standardized codes
-  # (fden.LatentStatistics), the swap-consistency term (losses.swap_consistency_loss) and the style
-  # confusion term (losses.style_confusion_loss), both added to L_u with these weights.
+  # (fden.LatentStatistics), the swap-consistency term (losses.swap_consistency_loss), the style
+  # confusion term (losses.style_confusion_loss), the within-class identity swap (losses.identity_swap_loss)
+  # and the style bottleneck's rate (losses.style_rate; the Entangler then reads f_sty + N(0, I) in
+  # training), each added to L_u with these weights.
   standardize_latents: bool = False
   swap_weight: float = 0.0
   style_confusion_weight: float = 0.0
+  identity_swap_weight: float = 0.0
+  style_bottleneck_weight: float = 0.0
   # The few-shot task: C-way K-shot episodes with Q query samples per class, evaluated on unseen classes.
   way: int = 5
   shot: int = 1

@@ -79,6 +79,23 @@ def style_confusion_loss(support, query):
   return -tf.reduce_mean(log_p)
 
 
+def identity_swap_loss(z, z_from_partner_identity):
+  """Beyond the paper: Eq. 3 with the identity of another sample of the same class, ||z - E(f_ide^{A'},
+  f_sty^A)||^2 where A' is A's class-mate (episodes.same_class_partner). Whatever in z is particular to
+  sample A (its style) can then only reach z~ through f_sty: f_ide is pushed to hold the class alone and
+  the Entangler to combine factors of two samples, which translation asks of it (Mathieu et al. 2016 and
+  Jha et al. 2018 swap within a class in the same way). [B, Dim] x [B, Dim] -> scalar."""
+  return reconstruction_loss_eq3(z, z_from_partner_identity)
+
+
+def style_rate(f_sty):
+  """Beyond the paper: the rate of the style bottleneck, KL(N(f_sty, I) || N(0, I)) = ||f_sty||^2 / 2 per
+  sample, batch mean. With the Entangler reading f_sty + N(0, I) noise in training, every nat f_sty carries
+  costs this much: what f_ide already gives the Entangler (identity) is not worth sending again through
+  f_sty, so f_sty keeps what only it can give (style). [B, D] -> scalar."""
+  return 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(f_sty), axis=-1))
+
+
 def total_loss_eq6(l_r, l_c, l_m, alpha, beta, gamma):
   """Eq. 6, L = alpha L_R + beta L_C - gamma L_M (the minus maximises the DV bound for F_mi; the GRL turns
   that into minimisation for the Disentangler)."""

@@ -99,12 +99,14 @@ def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrit
   data = data or datasets.load(config.data)
   f = config.fden
   # The test split first: it usually has fewer classes, and its episodes are the ones the user asked for.
-  split_lib.check_episode_shape(data.test.labels, f.way, f.shot, f.query, "the test split")
+  split_lib.check_episode_shape(data.test.labels, f.way, f.shot, f.query, "the test split",
+                                class_names=data.test.class_names)
   if data.test.num_classes < 2:  # the translation figure and metrics swap identities between two classes
     raise ValueError(f"the test split has {data.test.num_classes} class; translating identities needs at "
                      "least 2 (add test classes, or a larger test_fraction)")
   split_lib.check_episode_shape(data.train.labels, *f.training_episode, "the training split",
-                                flag_prefix="train_" if f.training_episode != (f.way, f.shot, f.query) else "")
+                                flag_prefix="train_" if f.training_episode != (f.way, f.shot, f.query) else "",
+                                class_names=data.train.class_names)
   if ali_dir and not plugged:
     config = config.replace(ali=check_ali_dir(ali_dir, data.train.image_shape))
   elif not plugged:

@@ -44,8 +44,14 @@ def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
     rows = slice(replica * per_replica, (replica + 1) * per_replica)
     noise = lambda seed: tf.reshape(tf.random.stateless_normal([batch_size, latent_dim], seed)[rows],
                                     [per_replica, latent_dim])
-    return {"x": tf.gather(images, batch_of(step)[rows]), "eps": noise(posterior_seed),
-            "z_prior": noise(prior_seed)}
+    batch = {"x": tf.gather(images, batch_of(step)[rows]), "eps": noise(posterior_seed),
+             "z_prior": noise(prior_seed)}
+    if ali_config.instance_noise:  # a seed of its own: the other draws stay those of a run without it
+      real_seed, fake_seed = tf.unstack(tf.random.experimental.stateless_split(
+          tf.random.experimental.stateless_fold_in(noise_seed, 1), 2))
+      pixels = lambda seed: tf.random.stateless_normal([batch_size, *images.shape[1:]], seed)[rows]
+      batch.update(noise_real=pixels(real_seed), noise_fake=pixels(fake_seed))
+    return batch
 
   return inputs
 
@@ -79,7 +85,11 @@ def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, ali_config, stra
         x_tilde, x_rec = tf.split(gen(tf.concat([z_prior, z_hat], 0), training=True), 2)
       else:
         x_tilde = gen(z_prior, training=True)  # decoder pair (G_x(z), z)
-      logits = disc(tf.concat([x, x_tilde], 0), tf.concat([z_hat, z_prior], 0), training=True)
+      x_real, x_fake = x, x_tilde
+      if ali_config.instance_noise:  # the same noise level on both sides: D cannot win on pixel detail alone
+        x_real = x + ali_config.instance_noise * batch["noise_real"]
+        x_fake = x_tilde + ali_config.instance_noise * batch["noise_fake"]
+      logits = disc(tf.concat([x_real, x_fake], 0), tf.concat([z_hat, z_prior], 0), training=True)
       logit_real, logit_fake = tf.split(logits, 2)
       d_loss = losses.ali_discriminator_loss(logit_real, logit_fake) + poison
       g_loss = losses.ali_generator_loss(logit_real, logit_fake) + poison

@@ -17,13 +17,16 @@ def make_optimizer(c):
   return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
 
 
-def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: int, seed: int):
+def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: int, seed: int,
+                      style_noise: bool = False):
   """`inputs(step, replica, replicas) -> {"z", "marginal"}`: one replica's share of step `step`'s batch.
 
   The global batch is what one device trains on: `episodes` episodes drawn from (seed, step), their codes
   z [E * C * (K + Q), Dim], and the shuffle that pairs each sample with another one's f_sty for the
   product of marginals of Eq. 4. Replica r of R takes episodes [r E / R, (r + 1) E / R) (whole episodes)
   with their rows of the shuffle, which index the global batch: "marginal" [E / R * C * (K + Q)].
+  style_noise: also "style_noise" [E / R * C * (K + Q), Dim], unit Gaussian noise for the style bottleneck
+  (FDENConfig.style_bottleneck_weight), from a seed of its own (the other draws stay the same).
   """
   with tf.device("/cpu:0"):  # input is made on the host (tf.data), whatever the replicas' devices
     latents = tf.convert_to_tensor(latents, tf.float32)
@@ -36,8 +39,12 @@ def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: i
     permutation = tf.argsort(tf.random.stateless_uniform([n], shuffle_seed))
     per_replica, rows = episodes // replicas, n // replicas
     mine = tf.reshape(indices[replica * per_replica:(replica + 1) * per_replica], [rows])  # static shapes
-    return {"z": tf.gather(latents, mine),
-            "marginal": tf.reshape(permutation[replica * rows:(replica + 1) * rows], [rows])}
+    batch = {"z": tf.gather(latents, mine),
+             "marginal": tf.reshape(permutation[replica * rows:(replica + 1) * rows], [rows])}
+    if style_noise:
+      noise = tf.random.stateless_normal([n, latents.shape[1]], tf.random.experimental.stateless_fold_in(seed_t, 1))
+      batch["style_noise"] = tf.reshape(noise[replica * rows:(replica + 1) * rows], [rows, latents.shape[1]])
+    return batch
 
   return inputs
 
@@ -78,6 +85,11 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     g_ide, g_sty = model.disentangler(model.entangler(f_ide, partner, training=True), training=True)
     return losses.swap_consistency_loss(f_ide, partner, g_ide, g_sty)
 
+  def beyond_paper(l_s, l_sc, l_is, l_sr):
+    """The weighted terms beyond Eq. 6 (config.FDENConfig; each weight 0 in the paper preset)."""
+    return (c.swap_weight * l_s + c.style_confusion_weight * l_sc + c.identity_swap_weight * l_is
+            + c.style_bottleneck_weight * l_sr)
+
   def replica_step(batch, poison):
     replicas = distribute.replicas_in_sync()
     episodes = c.episodes_per_batch // replicas
@@ -86,7 +98,9 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
         tf.GradientTape(persistent=True) as tape:
       z = model.standardize(z)  # identity unless standardize_latents: L_R in the Entangler's units
       f_ide, f_sty = model.disentangler(z, training=True)
-      l_r = losses.reconstruction_loss_eq3(z, model.entangler(f_ide, f_sty, training=True))
+      # The Entangler's view of f_sty: through a noisy channel under the style bottleneck.
+      f_sty_sent = f_sty + batch["style_noise"] if c.style_bottleneck_weight else f_sty
+      l_r = losses.reconstruction_loss_eq3(z, model.entangler(f_ide, f_sty_sent, training=True))
       support, queries = episodes_lib.split_episode(
           tf.reshape(f_ide, [episodes, way, shot + query, -1]), shot)
       l_c, accuracy = losses.episodic_loss_eq5(support, queries, sampler.query_labels(episodes))
@@ -94,18 +108,21 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
       l_sc = (losses.style_confusion_loss(*episodes_lib.split_episode(
           tf.reshape(f_sty, [episodes, way, shot + query, -1]), shot))
               if c.style_confusion_weight else tf.constant(0.0))
+      l_is = (losses.identity_swap_loss(z, model.entangler(
+          episodes_lib.same_class_partner(f_ide, episodes, way, shot + query), f_sty_sent, training=True))
+              if c.identity_swap_weight else tf.constant(0.0))
+      l_sr = losses.style_rate(f_sty) if c.style_bottleneck_weight else tf.constant(0.0)
       # Marginal pairs index the global batch's f_sty (every replica's, gathered in replica order).
       t_joint, t_marginal = model.statistician_outputs(f_ide, f_sty, batch["marginal"], training=True,
                                                        pool=distribute.all_gather)
       l_m = donsker_varadhan_share(t_joint, t_marginal) + poison  # poison: 0, or NaN in tests
-      loss_u = (c.alpha * l_r + c.beta * l_c + c.swap_weight * l_s
-                + c.style_confusion_weight * l_sc) / replicas
+      loss_u = (c.alpha * l_r + c.beta * l_c + beyond_paper(l_s, l_sc, l_is, l_sr)) / replicas
       loss_m = -c.gamma * l_m / replicas
     g_u = tape.gradient(loss_u, theta + phi)
     g_m = tape.gradient(loss_m, theta + xi)
     # Global gradients and global-batch means (identity on one replica).
-    g_u, g_m, (l_r, l_c, l_m, l_s, l_sc, accuracy) = distribute.all_sum(
-        (g_u, g_m, [l / replicas for l in (l_r, l_c, l_m, l_s, l_sc, accuracy)]))
+    g_u, g_m, (l_r, l_c, l_m, l_s, l_sc, l_is, l_sr, accuracy) = distribute.all_sum(
+        (g_u, g_m, [l / replicas for l in (l_r, l_c, l_m, l_s, l_sc, l_is, l_sr, accuracy)]))
     g_u_theta, g_u_phi = g_u[:len(theta)], g_u[len(theta):]
     g_m_theta, g_m_xi = g_m[:len(theta)], g_m[len(theta):]
     if c.adaptive_clipping:
@@ -115,12 +132,12 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     g_theta = [u if a is None else (a if u is None else u + a) for u, a in zip(g_u_theta, g_a_theta)]
     grads = g_theta + list(g_u_phi) + list(g_m_xi)
     # A non-finite loss or gradient (MINE's exp can overflow) must never reach the weights.
-    finite = gradients.all_finite([l_r, l_c, l_m, l_s, l_sc] + grads)
-    loss = (losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma) + c.swap_weight * l_s
-            + c.style_confusion_weight * l_sc)
-    extra = {"l_swap": l_s} if c.swap_weight else {}
-    if c.style_confusion_weight:
-      extra["l_style_confusion"] = l_sc
+    finite = gradients.all_finite([l_r, l_c, l_m, l_s, l_sc, l_is, l_sr] + grads)
+    loss = losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma) + beyond_paper(l_s, l_sc, l_is, l_sr)
+    extra = {name: l for name, l, weight in (("l_swap", l_s, c.swap_weight),
+                                             ("l_style_confusion", l_sc, c.style_confusion_weight),
+                                             ("l_identity_swap", l_is, c.identity_swap_weight),
+                                             ("l_style_rate", l_sr, c.style_bottleneck_weight)) if weight}
     return grads, {"finite": finite, "loss": loss, **extra,
                    "l_r": l_r, "l_c": l_c, "l_m": l_m, "accuracy": accuracy,
                    "grad_norm_u": tf.linalg.global_norm(g_u_theta),
@@ -167,8 +184,9 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
     optimizer.build(model.trainable_variables)  # before the first step (keras#23085 under a strategy)
   stage = training_loop.Stage("FDEN", workdir, c.steps, c.checkpoint_every,
                               dict(fden=model, optimizer=optimizer), [optimizer], log_every, guard, strategy)
-  inputs = distribute.StepInputs(strategy, replica_inputs_fn(sampler, latents, c.episodes_per_batch, seed),
-                                 c.steps)
+  inputs = distribute.StepInputs(
+      strategy, replica_inputs_fn(sampler, latents, c.episodes_per_batch, seed, c.style_bottleneck_weight > 0),
+      c.steps)
   compiled = make_train_step(model, optimizer, sampler, c, strategy, inputs.element_spec)
   step_fn = lambda step, poison: compiled(inputs(int(step)), poison)
   return training_loop.run(stage, step_fn, show_progress, nonfinite_steps, hooks)

@@ -60,6 +60,15 @@ def test_impossible_episodes_raise_clear_errors(kwargs, message):
     episodes.EpisodeSampler(_labels([6] * 10), **kwargs)
 
 
+def test_the_smallest_class_is_named_by_its_folder_when_names_are_known():
+  from fden_tf.data import split
+  labels = _labels([6, 3, 6])
+  with pytest.raises(ValueError, match=r"smallest class of the test split \(class 'daisy'\)"):
+    split.check_episode_shape(labels, 2, 2, 2, "the test split", class_names=["rose", "daisy", "tulip"])
+  with pytest.raises(ValueError, match=r"\(class 1\)"):  # names that are only the numbers: said once
+    split.check_episode_shape(labels, 2, 2, 2, class_names=["0", "1", "2"])
+
+
 def test_fewshot_evaluation_known_answers():
   labels = _labels([10] * 20)
   sampler = episodes.EpisodeSampler(labels, 5, 1, 2)

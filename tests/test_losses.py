@@ -85,6 +85,20 @@ def test_style_confusion_is_ln_way_when_queries_are_equidistant_and_larger_when_
   assert expected > math.log(way)
 
 
+def test_identity_swap_pairs_each_sample_with_a_class_mate_and_is_eq3_of_that_pairing():
+  from fden_tf.data import episodes
+  # 2 episodes x 3 classes x 2 samples (K + Q = 2), row value = 100 e + 10 c + s.
+  rows = tf.constant([[100.0 * e + 10 * c + s] for e in range(2) for c in range(3) for s in range(2)])
+  partner = episodes.same_class_partner(rows, episodes=2, way=3, per_class=2).numpy()[:, 0]
+  expected = [100 * e + 10 * c + (1 - s) for e in range(2) for c in range(3) for s in range(2)]
+  np.testing.assert_array_equal(partner, expected)  # the other sample of the same class and episode
+  three = tf.reshape(tf.range(6.0), [6, 1])  # 1 episode x 2 classes x 3 samples: a cycle within each class
+  np.testing.assert_array_equal(episodes.same_class_partner(three, 1, 2, 3).numpy()[:, 0], [2, 0, 1, 5, 3, 4])
+  z = tf.constant([[1.0, 2.0], [3.0, 5.0]])
+  from_partner = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+  assert losses.identity_swap_loss(z, from_partner).numpy() == pytest.approx((4.0 + 25.0) / 2)
+
+
 def test_gaussian_kl_closed_form():
   zeros = tf.zeros((3, 4))
   assert losses.gaussian_kl(zeros, zeros).numpy() == pytest.approx(0.0)

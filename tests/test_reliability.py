@@ -220,6 +220,21 @@ def test_a_finished_run_of_another_configuration_is_refused_unless_overwrite(uni
   assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
+def test_overwrite_trains_both_stages_afresh_and_moves_the_old_run_aside_whole(uninterrupted, tmp_path):
+  out = tmp_path / "finished"
+  shutil.copytree(uninterrupted, out)
+  before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+  result = _run(out, "--seed=1", "--overwrite")
+  assert result.returncode == 0, result.stderr[-3000:]
+  metrics = _metrics(out)
+  assert not metrics["ali_train"].get("resumed") and not metrics["fden_train"].get("resumed")
+  assert json.loads((out / "config.json").read_text())["seed"] == 1
+  assert metrics["fewshot"] != _metrics(uninterrupted)["fewshot"]  # seed 1's glyphs and models, not seed 0's
+  aside, = [p for p in tmp_path.iterdir() if p.name.startswith("finished.old-")]
+  assert before == {p.relative_to(aside): p.read_bytes() for p in aside.rglob("*")
+                    if p.is_file() and p.name != ".lock"}
+
+
 def test_ali_batches_are_a_function_of_the_step_in_any_order():
   """ALI's batch at step s is epoch s // E's permutation of the images, sliced (E steps an epoch), whether
   the steps come in order, jump back an epoch (a restore) or repeat; the per-epoch cache changes no index."""

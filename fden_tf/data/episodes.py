@@ -58,3 +58,11 @@ def split_episode(embeddings, shot: int):
   query = embeddings[:, :, shot:]
   e, c, q, d = tf.unstack(tf.shape(query))
   return support, tf.reshape(query, [e, c * q, d])
+
+
+def same_class_partner(rows, episodes: int, way: int, per_class: int):
+  """rows [E * C * (K + Q), D] in episode order (`EpisodeSampler.sample` flattened) -> the row of each
+  sample's class-mate: the next sample of the same class in the same episode, cyclically (K + Q >= 2, so
+  never the sample itself)."""
+  grouped = tf.reshape(rows, [episodes, way, per_class, -1])
+  return tf.reshape(tf.roll(grouped, shift=1, axis=2), tf.shape(rows))

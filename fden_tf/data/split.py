@@ -60,10 +60,17 @@ def split_classes(num_classes: int, test_fraction: float, seed: int):
   return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def _class_name(class_names, label: int) -> str:
+  if class_names is not None and label < len(class_names) and str(class_names[label]) != str(label):
+    return f"class {class_names[label]!r}"
+  return f"class {label}"
+
+
 def check_episode_shape(labels: np.ndarray, way: int, shot: int, query: int, split_name: str = "this split",
-                        flag_prefix: str = ""):
+                        flag_prefix: str = "", class_names=None):
   """Raises ValueError, naming the flag to change (--<flag_prefix>way etc.), when C-way K-shot episodes with
-  Q queries per class cannot be drawn from `labels`. Returns the per-class sample counts."""
+  Q queries per class cannot be drawn from `labels`; the smallest class by its name when `class_names`
+  (one per label) are given, e.g. an image folder's subfolder. Returns the per-class sample counts."""
   labels = np.asarray(labels)
   counts = np.bincount(labels) if labels.size else np.zeros(0, np.int64)
   if way < 1 or shot < 1 or query < 1:
@@ -73,5 +80,5 @@ def check_episode_shape(labels: np.ndarray, way: int, shot: int, query: int, spl
   if shot + query > counts.min():
     raise ValueError(f"--{flag_prefix}shot + --{flag_prefix}query = {shot + query} exceeds the "
                      f"{counts.min()} samples of the smallest class of {split_name} "
-                     f"(class {int(counts.argmin())})")
+                     f"({_class_name(class_names, int(counts.argmin()))})")
   return counts
