@@ -63,6 +63,8 @@ FDEN_VARIANTS = {
     "+ style confusion": dict(_PAPER_LOSSES, standardize_latents=True, swap_weight=1.0,
                               style_confusion_weight=1.0),
     "+ identity swap": dict(_PAPER_LOSSES, identity_swap_weight=1.0),
+    "+ identity swap x0.1": dict(_PAPER_LOSSES, identity_swap_weight=0.1),
+    "+ identity swap + swap 0.1": dict(_PAPER_LOSSES, identity_swap_weight=1.0, swap_weight=0.1),
     "+ style bottleneck 0.1": dict(_PAPER_LOSSES, style_bottleneck_weight=0.1),
     "+ identity swap + style bottleneck 0.1": dict(_PAPER_LOSSES, identity_swap_weight=1.0,
                                                    style_bottleneck_weight=0.1),

@@ -70,6 +70,9 @@ flags.DEFINE_float("ali_reconstruction_weight", None, "Weight of ALI's l2 recons
 flags.DEFINE_float("ali_prior_matching_weight", None, "Weight of the MMD between ALI's encoder codes and "
                    "prior draws (beyond ALI; 0 = off): makes prior samples G_x(z), z ~ N(0, I) look like the "
                    "data (docs/results.md: 100 on glyphs).")
+flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian noise on the images ALI's "
+                   "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
+                   "the discriminator from winning outright on glyphs (docs/results.md).")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both stages.")
 flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
                      "checkpoint at a reduced learning rate.")
@@ -99,7 +102,7 @@ def build_config():
   for flag in POSITIVE:
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
-  for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight"):
+  for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_instance_noise"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
@@ -123,7 +126,8 @@ def build_config():
               image_size=image_size, channels=channels)
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight",
-               prior_matching_weight="ali_prior_matching_weight", checkpoint_every="checkpoint_every")
+               prior_matching_weight="ali_prior_matching_weight", instance_noise="ali_instance_noise",
+               checkpoint_every="checkpoint_every")
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
   if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
     ali["architecture"] = size_to_architecture[image_size]

@@ -126,3 +126,21 @@ def test_tensorflow_is_quiet_by_default(monkeypatch):
   monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
   cli.quiet_tensorflow(0)
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == cli.QUIET_TF_LOG_LEVEL
+
+
+def test_the_ali_lever_flags_reach_the_config_and_refuse_negative_values(tmp_path):
+  code = f"""
+import importlib.util, json, sys
+sys.path.insert(0, {ROOT!r})
+spec = importlib.util.spec_from_file_location("train_script", {os.path.join(ROOT, "scripts", "train.py")!r})
+train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
+train.FLAGS(["train.py", "--ali_prior_matching_weight=100", "--ali_instance_noise=0.2"])
+ali = train.build_config().ali
+print(json.dumps([ali.prior_matching_weight, ali.instance_noise]))
+"""
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == [100.0, 0.2]
+  result = run_script("train.py", "--ali_instance_noise=-0.1", f"--output_dir={tmp_path / 'run'}")
+  assert result.returncode == 2 and result.stderr.strip().endswith("--ali_instance_noise must be >= 0, got -0.1")
+  assert not (tmp_path / "run").exists()
