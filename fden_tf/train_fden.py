@@ -13,6 +13,11 @@ from fden_tf import training_loop
 from fden_tf.data import episodes as episodes_lib
 
 
+# The terms beyond the paper's Eq. 6, by their metric name: the FDENConfig field that weights each.
+BEYOND_PAPER_WEIGHTS = {"l_swap": "swap_weight", "l_style_confusion": "style_confusion_weight",
+                        "l_identity_swap": "identity_swap_weight", "l_style_rate": "style_bottleneck_weight"}
+
+
 def make_optimizer(c):
   return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
 
@@ -39,11 +44,11 @@ def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: i
     permutation = tf.argsort(tf.random.stateless_uniform([n], shuffle_seed))
     per_replica, rows = episodes // replicas, n // replicas
     mine = tf.reshape(indices[replica * per_replica:(replica + 1) * per_replica], [rows])  # static shapes
-    batch = {"z": tf.gather(latents, mine),
-             "marginal": tf.reshape(permutation[replica * rows:(replica + 1) * rows], [rows])}
-    if style_noise:
-      noise = tf.random.stateless_normal([n, latents.shape[1]], tf.random.experimental.stateless_fold_in(seed_t, 1))
-      batch["style_noise"] = tf.reshape(noise[replica * rows:(replica + 1) * rows], [rows, latents.shape[1]])
+    share = lambda t: tf.reshape(t[replica * rows:(replica + 1) * rows], [rows, *t.shape[1:]])  # static shape
+    batch = {"z": tf.gather(latents, mine), "marginal": share(permutation)}
+    if style_noise:  # a seed of its own: the other draws stay those of a run without it
+      batch["style_noise"] = share(tf.random.stateless_normal(
+          [n, latents.shape[1]], tf.random.experimental.stateless_fold_in(seed_t, 1)))
     return batch
 
   return inputs
@@ -85,10 +90,24 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     g_ide, g_sty = model.disentangler(model.entangler(f_ide, partner, training=True), training=True)
     return losses.swap_consistency_loss(f_ide, partner, g_ide, g_sty)
 
-  def beyond_paper(l_s, l_sc, l_is, l_sr):
-    """The weighted terms beyond Eq. 6 (config.FDENConfig; each weight 0 in the paper preset)."""
-    return (c.swap_weight * l_s + c.style_confusion_weight * l_sc + c.identity_swap_weight * l_is
-            + c.style_bottleneck_weight * l_sr)
+  def beyond_paper_terms(z, f_ide, f_sty, f_sty_sent, episodes):
+    """The terms beyond Eq. 6 whose weight is not 0 (none in the paper preset), by metric name."""
+    grouped = lambda f: tf.reshape(f, [episodes, way, shot + query, -1])
+    terms = {}
+    if c.swap_weight:
+      terms["l_swap"] = swap_term(f_ide, f_sty)
+    if c.style_confusion_weight:
+      terms["l_style_confusion"] = losses.style_confusion_loss(*episodes_lib.split_episode(grouped(f_sty), shot))
+    if c.identity_swap_weight:
+      class_mate = episodes_lib.same_class_partner(f_ide, episodes, way, shot + query)
+      terms["l_identity_swap"] = losses.identity_swap_loss(
+          z, model.entangler(class_mate, f_sty_sent, training=True))
+    if c.style_bottleneck_weight:
+      terms["l_style_rate"] = losses.style_rate(f_sty)
+    return terms
+
+  def weighted(terms):
+    return sum(getattr(c, BEYOND_PAPER_WEIGHTS[name]) * term for name, term in terms.items())
 
   def replica_step(batch, poison):
     replicas = distribute.replicas_in_sync()
@@ -104,25 +123,19 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
       support, queries = episodes_lib.split_episode(
           tf.reshape(f_ide, [episodes, way, shot + query, -1]), shot)
       l_c, accuracy = losses.episodic_loss_eq5(support, queries, sampler.query_labels(episodes))
-      l_s = swap_term(f_ide, f_sty) if c.swap_weight else tf.constant(0.0)
-      l_sc = (losses.style_confusion_loss(*episodes_lib.split_episode(
-          tf.reshape(f_sty, [episodes, way, shot + query, -1]), shot))
-              if c.style_confusion_weight else tf.constant(0.0))
-      l_is = (losses.identity_swap_loss(z, model.entangler(
-          episodes_lib.same_class_partner(f_ide, episodes, way, shot + query), f_sty_sent, training=True))
-              if c.identity_swap_weight else tf.constant(0.0))
-      l_sr = losses.style_rate(f_sty) if c.style_bottleneck_weight else tf.constant(0.0)
+      terms = beyond_paper_terms(z, f_ide, f_sty, f_sty_sent, episodes)
       # Marginal pairs index the global batch's f_sty (every replica's, gathered in replica order).
       t_joint, t_marginal = model.statistician_outputs(f_ide, f_sty, batch["marginal"], training=True,
                                                        pool=distribute.all_gather)
       l_m = donsker_varadhan_share(t_joint, t_marginal) + poison  # poison: 0, or NaN in tests
-      loss_u = (c.alpha * l_r + c.beta * l_c + beyond_paper(l_s, l_sc, l_is, l_sr)) / replicas
+      loss_u = (c.alpha * l_r + c.beta * l_c + weighted(terms)) / replicas
       loss_m = -c.gamma * l_m / replicas
     g_u = tape.gradient(loss_u, theta + phi)
     g_m = tape.gradient(loss_m, theta + xi)
     # Global gradients and global-batch means (identity on one replica).
-    g_u, g_m, (l_r, l_c, l_m, l_s, l_sc, l_is, l_sr, accuracy) = distribute.all_sum(
-        (g_u, g_m, [l / replicas for l in (l_r, l_c, l_m, l_s, l_sc, l_is, l_sr, accuracy)]))
+    g_u, g_m, (l_r, l_c, l_m, accuracy), terms = distribute.all_sum(
+        (g_u, g_m, [l / replicas for l in (l_r, l_c, l_m, accuracy)],
+         {name: term / replicas for name, term in terms.items()}))
     g_u_theta, g_u_phi = g_u[:len(theta)], g_u[len(theta):]
     g_m_theta, g_m_xi = g_m[:len(theta)], g_m[len(theta):]
     if c.adaptive_clipping:
@@ -132,13 +145,9 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     g_theta = [u if a is None else (a if u is None else u + a) for u, a in zip(g_u_theta, g_a_theta)]
     grads = g_theta + list(g_u_phi) + list(g_m_xi)
     # A non-finite loss or gradient (MINE's exp can overflow) must never reach the weights.
-    finite = gradients.all_finite([l_r, l_c, l_m, l_s, l_sc, l_is, l_sr] + grads)
-    loss = losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma) + beyond_paper(l_s, l_sc, l_is, l_sr)
-    extra = {name: l for name, l, weight in (("l_swap", l_s, c.swap_weight),
-                                             ("l_style_confusion", l_sc, c.style_confusion_weight),
-                                             ("l_identity_swap", l_is, c.identity_swap_weight),
-                                             ("l_style_rate", l_sr, c.style_bottleneck_weight)) if weight}
-    return grads, {"finite": finite, "loss": loss, **extra,
+    finite = gradients.all_finite([l_r, l_c, l_m, *terms.values()] + grads)
+    loss = losses.total_loss_eq6(l_r, l_c, l_m, c.alpha, c.beta, c.gamma) + weighted(terms)
+    return grads, {"finite": finite, "loss": loss, **terms,
                    "l_r": l_r, "l_c": l_c, "l_m": l_m, "accuracy": accuracy,
                    "grad_norm_u": tf.linalg.global_norm(g_u_theta),
                    "grad_norm_m": tf.linalg.global_norm(g_m_theta),
