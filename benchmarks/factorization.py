@@ -39,6 +39,8 @@ flags.DEFINE_list("fden_variants", None, "FDEN variants to train, by name (defau
 flags.DEFINE_string("ali_dir", None, "The ALI run the FDEN variants plug into (default: the last ALI variant).")
 flags.DEFINE_integer("ali_steps", None, "Override the preset's ALI steps (quick trials).")
 flags.DEFINE_integer("fden_steps", None, "Override the preset's FDEN steps (quick trials).")
+flags.DEFINE_integer("seed", None, "Override the preset's training seed (initialisation, episodes; the data "
+                     "stay the same): repeats of a ladder show how much its numbers move.")
 
 # Each variant is a complete set of the levers it is about, so a row means the same whatever the preset
 # holds today. ALI: ALI's objective with Appendix B.2's l2 term (the old cpu recipe), then beyond ALI.
@@ -55,7 +57,8 @@ ALI_VARIANTS = {
 }
 # FDEN: the paper's losses on raw codes (the old cpu recipe), then each lever added in turn.
 _PAPER_LOSSES = {"standardize_latents": False, "swap_weight": 0.0, "style_confusion_weight": 0.0,
-                 "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0}
+                 "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0, "style_dim": None,
+                 "clean_decoding_weight": 0.0}
 FDEN_VARIANTS = {
     "paper losses": dict(_PAPER_LOSSES),
     "+ standardized z": dict(_PAPER_LOSSES, standardize_latents=True),
@@ -72,6 +75,27 @@ FDEN_VARIANTS = {
         _PAPER_LOSSES, standardize_latents=True, identity_swap_weight=1.0, style_bottleneck_weight=0.1),
     "+ standardized z + identity swap + style bottleneck 0.03": dict(
         _PAPER_LOSSES, standardize_latents=True, identity_swap_weight=1.0, style_bottleneck_weight=0.03),
+    "+ style dim 8": dict(_PAPER_LOSSES, style_dim=8),
+    "+ identity swap + style dim 8": dict(_PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8),
+    "+ identity swap + style dim 4": dict(_PAPER_LOSSES, identity_swap_weight=1.0, style_dim=4),
+    "+ identity swap + style dim 8 + style bottleneck 0.1": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1),
+    "+ identity swap + style dim 8 + style bottleneck 0.03": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.03),
+    "+ identity swap + style dim 8 + style bottleneck 0.3": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.3),
+    "+ identity swap + style dim 16 + style bottleneck 0.1": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=16, style_bottleneck_weight=0.1),
+    "+ style dim 8 + style bottleneck 0.1": dict(_PAPER_LOSSES, style_dim=8, style_bottleneck_weight=0.1),
+    "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
+        clean_decoding_weight=1.0),
+    "+ identity swap + style dim 8 + style bottleneck 0.03 + clean decoding": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.03,
+        clean_decoding_weight=1.0),
+    "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding, alpha 3": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
+        clean_decoding_weight=1.0, alpha=3.0),
 }
 
 
@@ -110,8 +134,12 @@ def fden_row(run_dir, metrics):
          "seconds": metrics["fden_train"]["seconds"]}
   gt = d.get("ground_truth")
   if gt:
-    row.update(translation_mse=gt["translation"]["mse"]["score"], translation_ssim=gt["translation"]["ssim"]["score"],
+    tr = gt["translation"]
+    row.update(translation_mse=tr["mse"]["score"], translation_ssim=tr["ssim"]["score"],
                probe_f_sty=gt["identity_probe"]["f_sty"], probe_chance=gt["identity_probe"]["chance"])
+    if "class_mean_of_a_score" in tr["mse"]:  # the same for every variant on one ALI: shown once
+      row["references"] = {name: [tr["mse"][f"{name}_score"], tr["ssim"][f"{name}_score"]]
+                           for name in ("class_mean_of_a", "class_mean_analogy")}
   return row
 
 
@@ -137,6 +165,12 @@ def markdown(results):
                  f"{f(r['latent_relative_error'])} | {f(r['pixel_ratio'], 2)} | {f(r['distance_correlation'])} | "
                  + (f"{f(r['translation_mse'], 2)} / {f(r['translation_ssim'], 2)} | {pct(r['probe_f_sty'])} | "
                     if gt else "– | – | ") + f"{r['seconds']:.0f} |")
+    refs = next((r["references"] for r in results["fden"].values() if "references" in r), None)
+    if refs:
+      out += ["", "Translation references that know every sample's class (same pairs, score MSE / SSIM): A's "
+              f"class-mean code {f(refs['class_mean_of_a'][0], 2)} / {f(refs['class_mean_of_a'][1], 2)}, "
+              f"A's class mean + B's offset from its class mean {f(refs['class_mean_analogy'][0], 2)} / "
+              f"{f(refs['class_mean_analogy'][1], 2)}."]
   return "\n".join(out) + "\n"
 
 
@@ -151,7 +185,8 @@ def main(argv):
     data_section = {k: v for k, v in (("dataset", FLAGS.dataset), ("data_dir", FLAGS.data_dir),
                                       ("splits_dir", FLAGS.splits_dir)) if v}
     base = base.replace(data=data_section, ali={"steps": FLAGS.ali_steps} if FLAGS.ali_steps else {},
-                        fden={"steps": FLAGS.fden_steps} if FLAGS.fden_steps else {})
+                        fden={"steps": FLAGS.fden_steps} if FLAGS.fden_steps else {},
+                        **({"seed": FLAGS.seed} if FLAGS.seed is not None else {}))
     output_dir = FLAGS.output_dir or os.path.join("runs", f"factorization_{FLAGS.preset}")
     if not ali_variants and not FLAGS.ali_dir:
       raise ValueError("the FDEN variants need an ALI: give --ali_dir or keep an --ali_variants entry")

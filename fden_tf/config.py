@@ -74,16 +74,19 @@ class FDENConfig:
   gamma: float = 0.5  # weight of L_M (Eq. 4)
   grl_lambda: float = 1.0  # the gradient reversal layer's -lambda
   adaptive_clipping: bool = True  # Eq. 7
-  # Beyond the paper (0 / False in the `paper` preset; docs/paper.md, "Decisions"): FDEN on standardized codes
-  # (fden.LatentStatistics), the swap-consistency term (losses.swap_consistency_loss), the style
-  # confusion term (losses.style_confusion_loss), the within-class identity swap (losses.identity_swap_loss)
-  # and the style bottleneck's rate (losses.style_rate; the Entangler then reads f_sty + N(0, I) in
-  # training), each added to L_u with these weights.
+  # Beyond the paper (0 / False / None in the `paper` preset; docs/paper.md, "Levers"): FDEN on standardized
+  # codes (fden.LatentStatistics), the swap-consistency term (losses.swap_consistency_loss), the style
+  # confusion term (losses.style_confusion_loss), the within-class identity swap (losses.identity_swap_loss),
+  # the style bottleneck's rate (losses.style_rate; the Entangler then reads f_sty + N(0, I) in training)
+  # and clean decoding (Eq. 3 on the noiseless factors, gradient stopped: it trains the Entangler alone),
+  # each added to L_u with these weights; style_dim narrows f_sty (None: Dim, the paper's).
   standardize_latents: bool = False
   swap_weight: float = 0.0
   style_confusion_weight: float = 0.0
   identity_swap_weight: float = 0.0
   style_bottleneck_weight: float = 0.0
+  clean_decoding_weight: float = 0.0
+  style_dim: Optional[int] = None
   # The few-shot task: C-way K-shot episodes with Q query samples per class, evaluated on unseen classes.
   way: int = 5
   shot: int = 1

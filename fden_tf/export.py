@@ -117,9 +117,9 @@ def _check_images(images, name, image_shape, signature):
     return tf.identity(images)
 
 
-def _check_codes(x, name, dim, signature):
+def _check_codes(x, name, dim, signature, size_name="latent size"):
   """x: float32 [B, D], finite -> the same tensor, its shape static."""
-  x = _check_trailing(x, [dim], f"{signature}: {name} must be [batch, {dim}] (latent size {dim})")
+  x = _check_trailing(x, [dim], f"{signature}: {name} must be [batch, {dim}] ({size_name} {dim})")
   with tf.control_dependencies([_require(tf.reduce_all(tf.math.is_finite(x)),
                                          f"{signature}: {name} must be finite (no NaN or inf)")]):
     return tf.identity(x)
@@ -204,6 +204,7 @@ class ServingModule(tf.Module):
     super().__init__(name="fden_serving")
     self.image_shape = tuple(int(d) for d in image_shape)
     self.latent_dim = int(fden.dim)
+    self.style_dim = int(fden.style_dim)  # Dim, unless FDENConfig.style_dim narrows f_sty
     self.chunk_rows = int(chunk_rows)
     # A plain namespace keeps the Keras models out of the SavedModel's object graph (which would also pull
     # in the discriminator and F_mi); only the variables the signatures use are saved, listed below.
@@ -216,23 +217,23 @@ class ServingModule(tf.Module):
   def _chunked(self, fn, inputs, *output_shapes):
     return in_chunks(fn, inputs, self.chunk_rows, [tf.TensorSpec(s, tf.float32) for s in output_shapes])
 
-  def _codes(self, fn, inputs, count):
-    return self._chunked(fn, inputs, *[[self.latent_dim]] * count)
+  def _codes(self, fn, inputs, *sizes):
+    return self._chunked(fn, inputs, *[[size] for size in sizes])
 
   def _decode(self, z):
     return self._chunked(lambda z: (self._nets.ali.decode(z),), (z,), self.image_shape)[0]
 
   def _disentangle(self, z):
-    return self._codes(self._nets.fden.disentangle, (z,), 2)
+    return self._codes(self._nets.fden.disentangle, (z,), self.latent_dim, self.style_dim)
 
   def _entangle(self, f_ide, f_sty):
-    return self._codes(lambda i, s: (self._nets.fden.entangle(i, s),), (f_ide, f_sty), 1)[0]
+    return self._codes(lambda i, s: (self._nets.fden.entangle(i, s),), (f_ide, f_sty), self.latent_dim)[0]
 
   def _factors(self, images):
     def factors(x):
       z = self._nets.ali.encode(x)
       return (z, *self._nets.fden.disentangle(z))
-    return self._codes(factors, (images,), 3)
+    return self._codes(factors, (images,), self.latent_dim, self.latent_dim, self.style_dim)
 
   @tf.function(input_signature=[_ANY], autograph=False)
   def encode(self, images):
@@ -248,7 +249,8 @@ class ServingModule(tf.Module):
   @tf.function(input_signature=[_ANY, _ANY], autograph=False)
   def entangle(self, f_ide, f_sty):
     f_ide = _check_codes(f_ide, "f_ide", self.latent_dim, "entangle")
-    f_sty = _check_codes(f_sty, "f_sty", self.latent_dim, "entangle")
+    f_sty = _check_codes(f_sty, "f_sty", self.style_dim, "entangle",
+                         "latent size" if self.style_dim == self.latent_dim else "style size")
     with tf.control_dependencies([_check_same_batch("entangle", f_ide=f_ide, f_sty=f_sty)]):
       return {"z": self._entangle(f_ide, f_sty)}
 
@@ -320,11 +322,11 @@ class ServingModule(tf.Module):
 # Warmup requests (TF Serving replays these before a version takes traffic).
 
 
-def _warmup_inputs(image_shape, latent_dim) -> dict:
+def _warmup_inputs(image_shape, latent_dim, style_dim=None) -> dict:
   """signature -> inputs (numpy, the signature's dtypes): small valid requests, deterministic."""
   rng = np.random.default_rng(0)
   images = lambda n: rng.random((n, *image_shape), dtype=np.float32)
-  codes = lambda n: rng.standard_normal((n, latent_dim)).astype(np.float32)
+  codes = lambda n, size=latent_dim: rng.standard_normal((n, size)).astype(np.float32)
   fewshot = {"support_images": images(2), "support_labels": np.array([0, 1], np.int64),
              "query_images": images(2)}
   encode = {"images": images(2)}
@@ -332,7 +334,7 @@ def _warmup_inputs(image_shape, latent_dim) -> dict:
       "serving_default": encode,
       "encode": encode,
       "disentangle": {"z": codes(2)},
-      "entangle": {"f_ide": codes(2), "f_sty": codes(2)},
+      "entangle": {"f_ide": codes(2), "f_sty": codes(2, style_dim or latent_dim)},
       "decode": {"z": codes(2)},
       "translate": {"image_a": images(2), "image_b": images(2),
                     "identity_weight": np.array([1.0, 0.5], np.float32),
@@ -342,10 +344,10 @@ def _warmup_inputs(image_shape, latent_dim) -> dict:
   }
 
 
-def warmup_logs(model_name, image_shape, latent_dim) -> list:
+def warmup_logs(model_name, image_shape, latent_dim, style_dim=None) -> list:
   """One `PredictionLog` (a PredictRequest) per signature, in SIGNATURES order."""
   logs = []
-  for signature, inputs in _warmup_inputs(image_shape, latent_dim).items():
+  for signature, inputs in _warmup_inputs(image_shape, latent_dim, style_dim).items():
     request = predict_pb2.PredictRequest(
         model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
     for key, value in inputs.items():
@@ -506,8 +508,9 @@ def _write_version(module, tmp_dir, model_dir, name, info):
   """The SavedModel, warmup requests and export record into `tmp_dir`, then published as the next version."""
   files.usual_mode(tmp_dir)  # mkdtemp's 0700 would keep a server running as another user out
   tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
-  write_warmup(tmp_dir, warmup_logs(name, module.image_shape, module.latent_dim))
+  write_warmup(tmp_dir, warmup_logs(name, module.image_shape, module.latent_dim, module.style_dim))
   record = dict(info or {}, name=name, image_shape=list(module.image_shape), latent_dim=module.latent_dim,
+                style_dim=module.style_dim,
                 signatures=list(SIGNATURES), tensorflow=tf.__version__,
                 exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
   with open(os.path.join(tmp_dir, "assets.extra", INFO_FILE), "w") as f:

@@ -59,13 +59,14 @@ def _widths(spec, dim, scale):
 
 
 class Disentangler(keras.Model):
-  """z [B, Dim] -> z_dec = D_dec(z) [B, 2 Dim] -> (f_ide = D_ide(z_dec), f_sty = D_sty(z_dec)), each [B, Dim]."""
+  """z [B, Dim] -> z_dec = D_dec(z) [B, 2 Dim] -> (f_ide = D_ide(z_dec) [B, Dim], f_sty = D_sty(z_dec)
+  [B, style_dim]); style_dim is Dim in the paper."""
 
-  def __init__(self, dim, hidden_scale=1.0, **mlp_kwargs):
+  def __init__(self, dim, hidden_scale=1.0, style_dim=None, **mlp_kwargs):
     super().__init__()
     self.dec = MLP(_widths(DISENTANGLER_DEC, dim, hidden_scale), name="D_dec", **mlp_kwargs)
     self.ide = MLP(_widths(DISENTANGLER_FACTOR, dim, hidden_scale), name="D_ide", **mlp_kwargs)
-    self.sty = MLP(_widths(DISENTANGLER_FACTOR, dim, hidden_scale), name="D_sty", **mlp_kwargs)
+    self.sty = MLP(_widths(DISENTANGLER_FACTOR, style_dim or dim, hidden_scale), name="D_sty", **mlp_kwargs)
 
   def call(self, z, training=False):
     z_dec = self.dec(z, training=training)
@@ -133,21 +134,25 @@ class FDEN(keras.Model):
   standardize: the Disentangler reads standardized codes and the Entangler writes them
   (`LatentStatistics`, set from the latent cache with `set_latent_statistics`); `call`, `disentangle` and
   `entangle` take and give the plugged network's own codes either way.
+  style_dim: the size of f_sty (beyond the paper, `FDENConfig.style_dim`); None: Dim, as the paper.
   """
 
   def __init__(self, dim, hidden_scale=1.0, dropout=0.2, leaky_slope=0.01, init_stddev=0.001,
-               grl_lambda=1.0, standardize=False, **kwargs):
+               grl_lambda=1.0, standardize=False, style_dim=None, **kwargs):
     super().__init__(**kwargs)
     mlp_kwargs = dict(dropout=dropout, leaky_slope=leaky_slope, init_stddev=init_stddev)
     self.dim = dim
+    if style_dim is not None and style_dim < 1:
+      raise ValueError(f"style_dim must be a positive size of f_sty (or None for Dim), got {style_dim}")
+    self.style_dim = style_dim or dim
     self.grl_lambda = grl_lambda
-    self.disentangler = Disentangler(dim, hidden_scale, **mlp_kwargs)
+    self.disentangler = Disentangler(dim, hidden_scale, self.style_dim, **mlp_kwargs)
     self.entangler = Entangler(dim, hidden_scale, **mlp_kwargs)
     self.statistician = Statistician(hidden_scale, **mlp_kwargs)
     # Create every variable now (checkpoint restores and optimizer.build need them before a first step).
-    z = tf.zeros((2, dim))
-    self.entangler(*self.disentangler(z))
-    self.statistician(z, z)
+    f_ide, f_sty = self.disentangler(tf.zeros((2, dim)))
+    self.entangler(f_ide, f_sty)
+    self.statistician(f_ide, f_sty)
     # Created last, so its two variables follow every network's in checkpoints (and only when used, so
     # runs written without it keep their checkpoint layout).
     self.latent_statistics = LatentStatistics(dim, name="latent_statistics") if standardize else None
@@ -157,7 +162,8 @@ class FDEN(keras.Model):
   def from_config_section(cls, dim, fden_config):
     c = fden_config
     return cls(dim, hidden_scale=c.hidden_scale, dropout=c.dropout, leaky_slope=c.leaky_slope,
-               init_stddev=c.init_stddev, grl_lambda=c.grl_lambda, standardize=c.standardize_latents)
+               init_stddev=c.init_stddev, grl_lambda=c.grl_lambda, standardize=c.standardize_latents,
+               style_dim=c.style_dim)
 
   def set_latent_statistics(self, latents):
     """Sets the standardization from the cached codes [N, Dim] (no-op without `standardize`)."""

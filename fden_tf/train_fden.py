@@ -15,7 +15,8 @@ from fden_tf.data import episodes as episodes_lib
 
 # The terms beyond the paper's Eq. 6, by their metric name: the FDENConfig field that weights each.
 BEYOND_PAPER_WEIGHTS = {"l_swap": "swap_weight", "l_style_confusion": "style_confusion_weight",
-                        "l_identity_swap": "identity_swap_weight", "l_style_rate": "style_bottleneck_weight"}
+                        "l_identity_swap": "identity_swap_weight", "l_style_rate": "style_bottleneck_weight",
+                        "l_clean_decoding": "clean_decoding_weight"}
 
 
 def make_optimizer(c):
@@ -23,15 +24,16 @@ def make_optimizer(c):
 
 
 def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: int, seed: int,
-                      style_noise: bool = False):
+                      style_dim: int = 0):
   """`inputs(step, replica, replicas) -> {"z", "marginal"}`: one replica's share of step `step`'s batch.
 
   The global batch is what one device trains on: `episodes` episodes drawn from (seed, step), their codes
   z [E * C * (K + Q), Dim], and the shuffle that pairs each sample with another one's f_sty for the
   product of marginals of Eq. 4. Replica r of R takes episodes [r E / R, (r + 1) E / R) (whole episodes)
   with their rows of the shuffle, which index the global batch: "marginal" [E / R * C * (K + Q)].
-  style_noise: also "style_noise" [E / R * C * (K + Q), Dim], unit Gaussian noise for the style bottleneck
-  (FDENConfig.style_bottleneck_weight), from a seed of its own (the other draws stay the same).
+  style_dim: if not 0, also "style_noise" [E / R * C * (K + Q), style_dim], unit Gaussian noise for the
+  style bottleneck (FDENConfig.style_bottleneck_weight), from a seed of its own (the other draws stay the
+  same).
   """
   with tf.device("/cpu:0"):  # input is made on the host (tf.data), whatever the replicas' devices
     latents = tf.convert_to_tensor(latents, tf.float32)
@@ -46,9 +48,9 @@ def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: i
     mine = tf.reshape(indices[replica * per_replica:(replica + 1) * per_replica], [rows])  # static shapes
     share = lambda t: tf.reshape(t[replica * rows:(replica + 1) * rows], [rows, *t.shape[1:]])  # static shape
     batch = {"z": tf.gather(latents, mine), "marginal": share(permutation)}
-    if style_noise:  # a seed of its own: the other draws stay those of a run without it
+    if style_dim:  # a seed of its own: the other draws stay those of a run without it
       batch["style_noise"] = share(tf.random.stateless_normal(
-          [n, latents.shape[1]], tf.random.experimental.stateless_fold_in(seed_t, 1)))
+          [n, style_dim], tf.random.experimental.stateless_fold_in(seed_t, 1)))
     return batch
 
   return inputs
@@ -104,6 +106,9 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
           z, model.entangler(class_mate, f_sty_sent, training=True))
     if c.style_bottleneck_weight:
       terms["l_style_rate"] = losses.style_rate(f_sty)
+    if c.clean_decoding_weight:  # the Entangler alone: the factors are what the other terms make them
+      terms["l_clean_decoding"] = losses.reconstruction_loss_eq3(
+          z, model.entangler(tf.stop_gradient(f_ide), tf.stop_gradient(f_sty), training=True))
     return terms
 
   def weighted(terms):
@@ -194,7 +199,8 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
   stage = training_loop.Stage("FDEN", workdir, c.steps, c.checkpoint_every,
                               dict(fden=model, optimizer=optimizer), [optimizer], log_every, guard, strategy)
   inputs = distribute.StepInputs(
-      strategy, replica_inputs_fn(sampler, latents, c.episodes_per_batch, seed, c.style_bottleneck_weight > 0),
+      strategy, replica_inputs_fn(sampler, latents, c.episodes_per_batch, seed,
+                        model.style_dim if c.style_bottleneck_weight else 0),
       c.steps)
   compiled = make_train_step(model, optimizer, sampler, c, strategy, inputs.element_spec)
   step_fn = lambda step, poison: compiled(inputs(int(step)), poison)

@@ -786,3 +786,27 @@ def test_temporary_folders_of_dead_exports_are_removed(tmp_path):
   assert sorted(removed) == sorted(str(tmp_path / names[k]) for k in ("dead", "legacy_old"))
   kept = ("alive", "other_host", "legacy_new", "version")
   assert sorted(os.listdir(tmp_path)) == sorted(names[k] for k in kept)
+
+
+def test_a_narrow_style_factor_is_served_at_its_own_size():
+  """With FDENConfig.style_dim the signatures give and take f_sty of that size (warmup requests too), the
+  answers are the in-process model's, and an f_sty of Dim is refused by name."""
+  from fden_tf import ali as ali_lib
+  from fden_tf import export
+  from fden_tf import fden as fden_lib
+  image_shape, dim, style_dim = (32, 32, 1), 8, 3
+  ali = ali_lib.ALI("svhn", dim, 1, 0.125, name="ali")
+  model = fden_lib.FDEN(dim, hidden_scale=0.05, style_dim=style_dim)
+  module = export.ServingModule(ali, model, image_shape)
+  images = np.random.default_rng(0).random((3, *image_shape), dtype=np.float32)
+  encoded = module.encode(tf.constant(images))
+  assert [encoded[k].shape[-1] for k in ("z", "f_ide", "f_sty")] == [dim, dim, style_dim]
+  f_ide, f_sty = model.disentangle(ali.encode(images))
+  np.testing.assert_allclose(encoded["f_sty"], f_sty, atol=1e-5)
+  z = module.entangle(f_ide, f_sty)["z"]
+  np.testing.assert_allclose(z, model.entangle(f_ide, f_sty), atol=1e-5)
+  assert module.translate(images, images[::-1], tf.ones([3]), tf.zeros([3]))["images"].shape == (3, *image_shape)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=f"f_sty must be \\[batch, {style_dim}\\]"):
+    module.entangle(f_ide, tf.zeros([3, dim]))
+  warmup = export._warmup_inputs(image_shape, dim, style_dim)["entangle"]
+  assert (warmup["f_ide"].shape, warmup["f_sty"].shape) == ((2, dim), (2, style_dim))

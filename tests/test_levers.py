@@ -84,3 +84,25 @@ def test_identity_swap_with_a_style_bottleneck_translates_codes_with_known_parts
   (paper_identity, paper_style), (identity, style) = score(paper), score(levers)
   assert identity < 0.3 and identity < 0.5 * paper_identity, (paper_identity, identity)  # A's identity stays
   assert style < 0.35 and style < 0.6 * paper_style, (paper_style, style)  # and B's style arrives
+
+
+def test_clean_decoding_trains_the_entangler_alone(tmp_path):
+  """FDENConfig.clean_decoding_weight: Eq. 3 on the noiseless factors with their gradient stopped. As the
+  only term (alpha = beta = gamma = 0) it moves the Entangler's weights and none of the Disentangler's
+  or F_mi's, and its value falls."""
+  rng = np.random.default_rng(0)
+  z_train, labels, _, _ = _synthetic_codes(rng, 20, 6, np.linalg.qr(rng.normal(size=(8, 8)))[0])
+  c = dataclasses.replace(config_lib.smoke().fden, steps=60, alpha=0.0, beta=0.0, gamma=0.0,
+                          style_dim=3, style_bottleneck_weight=0.0, clean_decoding_weight=1.0,
+                          checkpoint_every=10_000)
+  keras.utils.set_random_seed(0)
+  model = fden_lib.FDEN.from_config_section(8, c)
+  before = [v.numpy().copy() for v in model.trainable_variables]
+  first = float(np.mean(np.sum((z_train - model(tf.constant(z_train))[2].numpy()) ** 2, 1)))
+  metrics = train_fden.train(model, c, z_train, labels, str(tmp_path / "fden"), show_progress=False,
+                             log_every=20)
+  moved = {id(v): not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)}
+  assert all(moved[id(v)] for v in model.entangler.trainable_variables if "kernel" in v.name)
+  others = model.disentangler.trainable_variables + model.statistician.trainable_variables
+  assert not any(moved[id(v)] for v in others)
+  assert metrics["l_clean_decoding"] < first

@@ -232,3 +232,18 @@ def test_evaluate_run_explains_a_missing_network(tmp_path):
   os.makedirs(os.path.join(tmp_path, "fden", "checkpoints"))
   with pytest.raises(FileNotFoundError, match="holds no ALI checkpoint"):
     evaluate_lib.evaluate_run(str(tmp_path))
+
+
+def test_class_mean_codes_and_translation_references_have_known_answers():
+  z = np.array([[0.0, 2.0], [2.0, 4.0], [10.0, 0.0], [7.0, 1.0], [4.0, 2.0]], np.float32)
+  np.testing.assert_allclose(ground_truth.class_mean_codes(z, np.array([3, 3, 1, 1, 1])),
+                             [[1, 3], [1, 3], [7, 1], [7, 1], [7, 1]])
+  identities, styles = _glyph_images(6, seed=3)
+  _, other_styles = _glyph_images(6, seed=4)
+  target, unchanged = glyphs.render(identities, styles), glyphs.render(identities, other_styles)
+  halfway = 0.5 * (target + unchanged)
+  scores = ground_truth.translation_scores(unchanged, unchanged, target, target,
+                                           references={"perfect": target, "halfway": halfway})
+  assert scores["mse"]["score"] == pytest.approx(0.0) and scores["mse"]["perfect_score"] == pytest.approx(1.0)
+  assert scores["mse"]["halfway_score"] == pytest.approx(0.75)  # half the difference: a quarter of the MSE
+  assert scores["ssim"]["perfect_score"] == pytest.approx(1.0)

@@ -112,3 +112,20 @@ def test_standardized_fden_is_invariant_to_the_scale_and_offset_of_the_codes():
   plain = fden.FDEN(6, hidden_scale=0.05)
   assert plain.frozen_statistics == [] and len(model.frozen_statistics) == 2
   assert len(model.variables) == len(plain.variables) + 2  # appended last: older checkpoints keep their layout
+
+
+def test_a_narrow_style_factor_has_its_own_size_everywhere():
+  """FDENConfig.style_dim: f_sty is [B, style_dim], f_ide and z~ keep Dim, F_mi reads both; the paper's
+  FDEN (style_dim None) keeps its variables and shapes."""
+  from fden_tf import config as config_lib
+  model = fden.FDEN.from_config_section(6, config_lib.FDENConfig(hidden_scale=0.05, style_dim=2))
+  z = tf.random.stateless_normal([5, 6], [0, 1])
+  f_ide, f_sty, z_tilde = model(z)
+  assert (f_ide.shape, f_sty.shape, z_tilde.shape) == ((5, 6), (5, 2), (5, 6))
+  assert model.style_dim == 2 and model.entangle(f_ide, f_sty).shape == (5, 6)
+  assert model.statistician_outputs(f_ide, f_sty, tf.range(5)[::-1])[0].shape == (5,)
+  assert model.disentangler.sty.denses[-1].kernel.shape[-1] == 2
+  assert model.entangler.sty.denses[0].kernel.shape[0] == 2
+  paper = fden.FDEN.from_config_section(6, config_lib.FDENConfig(hidden_scale=0.05))
+  assert paper.style_dim == 6 and [v.shape for v in paper.variables] == [
+      v.shape for v in fden.FDEN(6, hidden_scale=0.05).variables]

@@ -128,19 +128,23 @@ def test_tensorflow_is_quiet_by_default(monkeypatch):
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == cli.QUIET_TF_LOG_LEVEL
 
 
-def test_the_ali_lever_flags_reach_the_config_and_refuse_negative_values(tmp_path):
+def test_the_lever_flags_reach_the_config_and_refuse_bad_values(tmp_path):
   code = f"""
 import importlib.util, json, sys
 sys.path.insert(0, {ROOT!r})
 spec = importlib.util.spec_from_file_location("train_script", {os.path.join(ROOT, "scripts", "train.py")!r})
 train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
-train.FLAGS(["train.py", "--ali_prior_matching_weight=100", "--ali_instance_noise=0.2"])
-ali = train.build_config().ali
-print(json.dumps([ali.prior_matching_weight, ali.instance_noise]))
+train.FLAGS(["train.py", "--ali_prior_matching_weight=100", "--ali_instance_noise=0.2",
+             "--identity_swap_weight=1", "--style_bottleneck_weight=0.1", "--style_dim=8"])
+c = train.build_config()
+print(json.dumps([c.ali.prior_matching_weight, c.ali.instance_noise, c.fden.identity_swap_weight,
+                  c.fden.style_bottleneck_weight, c.fden.style_dim]))
 """
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert json.loads(result.stdout.strip().splitlines()[-1]) == [100.0, 0.2]
-  result = run_script("train.py", "--ali_instance_noise=-0.1", f"--output_dir={tmp_path / 'run'}")
-  assert result.returncode == 2 and result.stderr.strip().endswith("--ali_instance_noise must be >= 0, got -0.1")
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == [100.0, 0.2, 1.0, 0.1, 8]
+  for flag, message in (("--ali_instance_noise=-0.1", "--ali_instance_noise must be >= 0, got -0.1"),
+                        ("--style_dim=0", "--style_dim must be positive, got 0")):
+    result = run_script("train.py", flag, f"--output_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and result.stderr.strip().endswith(message)
   assert not (tmp_path / "run").exists()

@@ -8,7 +8,9 @@
 * translation fidelity: for pairs (A, B) of different classes, the decoded translation
   G(E(f_ide^A, f_sty^B)) against the truth `glyphs.render(identity_A, style_B)`, as pixel MSE and SSIM,
   each put on a 0..1 scale between "no translation" (G(z_A), the reconstruction of A: 0) and the ceiling
-  (G(encode(truth)), the plugged network's own reconstruction of the true target: 1).
+  (G(encode(truth)), the plugged network's own reconstruction of the true target: 1). Two references that
+  know every sample's class put the score in context: decoding A's class-mean code, and code arithmetic
+  (A's class mean plus B's offset from its class mean).
 
 Linear probes give lower bounds: information a probe misses may still be there in non-linear form.
 """
@@ -81,24 +83,34 @@ def normalised_score(value: float, none: float, ceiling: float):
 
 
 def translation_scores(translated: np.ndarray, no_translation: np.ndarray, ceiling: np.ndarray,
-                       target: np.ndarray, wrong_identity=None) -> dict:
+                       target: np.ndarray, references=None) -> dict:
   """Pixel MSE and SSIM of each candidate against the true target, all [P, H, W, C], and the 0..1 scores.
 
   Returns {"mse": {...}, "ssim": {...}}, each with the mean over pairs of "translated", "no_translation",
-  "ceiling" (and "wrong_identity", e.g. the reconstruction of B: right style, wrong character, if given)
-  and "score" = normalised_score(translated, no_translation, ceiling) computed on those means.
+  "ceiling" and of each of `references` (name -> images, e.g. "wrong_identity", the reconstruction of B:
+  right style, wrong character), "score" = normalised_score(translated, no_translation, ceiling) computed on
+  those means, and "<name>_score" for each reference on the same scale.
   """
-  candidates = {"translated": translated, "no_translation": no_translation, "ceiling": ceiling}
-  if wrong_identity is not None:
-    candidates["wrong_identity"] = wrong_identity
+  references = dict(references or {})
+  candidates = {"translated": translated, "no_translation": no_translation, "ceiling": ceiling, **references}
   target = np.asarray(target, np.float64)
   out = {}
   for metric, fn in (("mse", lambda x: np.mean(np.square(np.asarray(x, np.float64) - target), (1, 2, 3))),
                      ("ssim", lambda x: ssim(x, target))):
     values = {name: float(np.mean(fn(images))) for name, images in candidates.items()}
-    values["score"] = normalised_score(values["translated"], values["no_translation"], values["ceiling"])
+    score = lambda name: normalised_score(values[name], values["no_translation"], values["ceiling"])
+    values["score"] = score("translated")
+    values.update({f"{name}_score": score(name) for name in references})
     out[metric] = values
   return out
+
+
+def class_mean_codes(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """Each sample's class mean of the codes z [N, D] (labels [N]) -> [N, D]."""
+  classes, index = np.unique(labels, return_inverse=True)
+  sums = np.zeros((len(classes), z.shape[1]), np.float64)
+  np.add.at(sums, index, z)
+  return (sums / np.bincount(index)[:, None])[index].astype(np.float32)
 
 
 def translation_pairs(labels: np.ndarray, pairs: int, seed: int) -> tuple:
@@ -118,11 +130,15 @@ def translation_fidelity(plugged, model, split, z: np.ndarray, pairs: int, seed:
   _, f_sty_b = model.disentangle(tf.convert_to_tensor(z[b]))
   target = glyphs.render(split.identities[split.labels[a]], split.styles[b], split.images.shape[1])
   target = target.astype(np.float32)
+  # References that know every sample's class, which FDEN does not: A's class-mean code (A's character in
+  # an average style) and code arithmetic, A's class mean plus B's offset from its own class mean.
+  means = class_mean_codes(z, split.labels)
+  decode = lambda codes: plugin.decode_all(plugged, codes)
   scores = translation_scores(
-      translated=plugin.decode_all(plugged, model.entangle(f_ide_a, f_sty_b).numpy()),
-      no_translation=plugin.decode_all(plugged, z[a]),
-      ceiling=plugin.decode_all(plugged, plugin.encode_all(plugged, target)),
-      target=target, wrong_identity=plugin.decode_all(plugged, z[b]))
+      translated=decode(model.entangle(f_ide_a, f_sty_b).numpy()), no_translation=decode(z[a]),
+      ceiling=decode(plugin.encode_all(plugged, target)), target=target,
+      references={"wrong_identity": decode(z[b]), "class_mean_of_a": decode(means[a]),
+                  "class_mean_analogy": decode(means[a] + z[b] - means[b])})
   return {"pairs": int(pairs), **scores}
 
 

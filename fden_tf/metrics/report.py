@@ -61,6 +61,10 @@ def _ground_truth(gt: dict) -> list:
     m = tr[metric]
     lines.append(f"   {metric.upper():<6}{m['translated']:12.4f}{m['no_translation']:12.4f}{m['ceiling']:10.4f}"
                  f"{m.get('wrong_identity', float('nan')):10.4f}{_num(m['score'], 3):>12}")
+  if "class_mean_of_a_score" in tr["mse"]:
+    ref = lambda name: f"{_num(tr['mse'][name], 3).strip()} / {_num(tr['ssim'][name], 3).strip()}"
+    lines.append(f"   references that know the classes, score MSE / SSIM: A's class-mean code "
+                 f"{ref('class_mean_of_a_score')}, class-mean arithmetic {ref('class_mean_analogy_score')}")
   return lines
 
 
