@@ -93,7 +93,7 @@ FDEN_VARIANTS = {
     "+ identity swap + style dim 8 + style bottleneck 0.03 + clean decoding": dict(
         _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.03,
         clean_decoding_weight=1.0),
-    "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding, alpha 3": dict(
+    "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding + alpha 3": dict(
         _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
         clean_decoding_weight=1.0, alpha=3.0),
 }

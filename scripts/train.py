@@ -73,12 +73,17 @@ flags.DEFINE_float("ali_prior_matching_weight", None, "Weight of the MMD between
 flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian noise on the images ALI's "
                    "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
                    "the discriminator from winning outright on glyphs (docs/results.md).")
+flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 3).")
 flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class identity swap (beyond the "
-                   "paper; 0 = off): ||z_A - E(f_ide of a class-mate, f_sty_A)||^2 (docs/paper.md).")
+                   "paper; 0 = off; preset cpu: 1): ||z_A - E(f_ide of a class-mate, f_sty_A)||^2 "
+                   "(docs/paper.md).")
 flags.DEFINE_float("style_bottleneck_weight", None, "Weight of the rate of FDEN's style bottleneck (beyond "
-                   "the paper; 0 = off): ||f_sty||^2 / 2, the Entangler reading f_sty + N(0, I) in training.")
-flags.DEFINE_integer("style_dim", None, "Size of f_sty (beyond the paper, which uses Dim): a narrow style "
-                     "factor has no room for identity (docs/results.md: 8 on glyphs).")
+                   "the paper; 0 = off; preset cpu: 0.1): ||f_sty||^2 / 2, the Entangler reading f_sty + "
+                   "N(0, I) in training.")
+flags.DEFINE_float("clean_decoding_weight", None, "Weight of Eq. 3 on the noiseless, gradient-stopped factors "
+                   "(beyond the paper; 0 = off; preset cpu: 1): trains the Entangler alone.")
+flags.DEFINE_integer("style_dim", None, "Size of f_sty (beyond the paper, which uses Dim; preset cpu: 8, "
+                     "glyphs' 6 style factors): a narrow style factor has no room for identity.")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both stages.")
 flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
                      "checkpoint at a reduced learning rate.")
@@ -110,7 +115,7 @@ def build_config():
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_instance_noise",
-               "identity_swap_weight", "style_bottleneck_weight"):
+               "alpha", "identity_swap_weight", "style_bottleneck_weight", "clean_decoding_weight"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
@@ -142,8 +147,9 @@ def build_config():
   fden = _given(way="way", shot="shot", query="query", train_way="train_way", train_shot="train_shot",
                 train_query="train_query", steps="fden_steps", eval_episodes="eval_episodes",
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every",
-                identity_swap_weight="identity_swap_weight", style_bottleneck_weight="style_bottleneck_weight",
-                style_dim="style_dim")
+                alpha="alpha", identity_swap_weight="identity_swap_weight",
+                style_bottleneck_weight="style_bottleneck_weight",
+                clean_decoding_weight="clean_decoding_weight", style_dim="style_dim")
   top = _given(max_nonfinite_steps="max_nonfinite_steps")
   top["deterministic"] = FLAGS.deterministic
   if FLAGS.seed is not None and FLAGS.seed < 0:

@@ -134,16 +134,19 @@ import importlib.util, json, sys
 sys.path.insert(0, {ROOT!r})
 spec = importlib.util.spec_from_file_location("train_script", {os.path.join(ROOT, "scripts", "train.py")!r})
 train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
-train.FLAGS(["train.py", "--ali_prior_matching_weight=100", "--ali_instance_noise=0.2",
-             "--identity_swap_weight=1", "--style_bottleneck_weight=0.1", "--style_dim=8"])
+train.FLAGS(["train.py", "--ali_prior_matching_weight=100", "--ali_instance_noise=0.2", "--alpha=2",
+             "--identity_swap_weight=0.5", "--style_bottleneck_weight=0.3", "--clean_decoding_weight=0",
+             "--style_dim=4"])
 c = train.build_config()
-print(json.dumps([c.ali.prior_matching_weight, c.ali.instance_noise, c.fden.identity_swap_weight,
-                  c.fden.style_bottleneck_weight, c.fden.style_dim]))
+print(json.dumps([c.ali.prior_matching_weight, c.ali.instance_noise, c.fden.alpha, c.fden.identity_swap_weight,
+                  c.fden.style_bottleneck_weight, c.fden.clean_decoding_weight, c.fden.style_dim]))
 """
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert json.loads(result.stdout.strip().splitlines()[-1]) == [100.0, 0.2, 1.0, 0.1, 8]
+  # Every value differs from the cpu preset's (0, 0, 3, 1, 0.1, 1, 8): each came from its flag.
+  assert json.loads(result.stdout.strip().splitlines()[-1]) == [100.0, 0.2, 2.0, 0.5, 0.3, 0.0, 4]
   for flag, message in (("--ali_instance_noise=-0.1", "--ali_instance_noise must be >= 0, got -0.1"),
+                        ("--clean_decoding_weight=-1", "--clean_decoding_weight must be >= 0, got -1.0"),
                         ("--style_dim=0", "--style_dim must be positive, got 0")):
     result = run_script("train.py", flag, f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 2 and result.stderr.strip().endswith(message)
