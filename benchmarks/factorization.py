@@ -104,6 +104,12 @@ FDEN_VARIANTS = {
     "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding + alpha 3 + style confusion": dict(
         _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
         clean_decoding_weight=1.0, alpha=3.0, style_confusion_weight=1.0),
+    "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding + alpha 3 + style confusion 0.3": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
+        clean_decoding_weight=1.0, alpha=3.0, style_confusion_weight=0.3),
+    "+ identity swap + style dim 4 + style bottleneck 0.1 + clean decoding + alpha 3 + style confusion 0.3": dict(
+        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=4, style_bottleneck_weight=0.1,
+        clean_decoding_weight=1.0, alpha=3.0, style_confusion_weight=0.3),
 }
 
 
