@@ -61,6 +61,11 @@ ALI_VARIANTS = {
 _PAPER_LOSSES = {"standardize_latents": False, "swap_weight": 0.0, "style_confusion_weight": 0.0,
                  "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0, "style_dim": None,
                  "clean_decoding_weight": 0.0, "alpha": 1.0}
+# The third ladder's base (a narrow f_sty with the identity swap and the style bottleneck), and that with
+# clean decoding and alpha 3: the levers the cpu preset took (written out here, so the rows keep their
+# meaning if the preset changes).
+_NARROW_STYLE = dict(_PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1)
+_CPU_LEVERS = dict(_NARROW_STYLE, clean_decoding_weight=1.0, alpha=3.0)
 FDEN_VARIANTS = {
     "paper losses": dict(_PAPER_LOSSES),
     "+ standardized z": dict(_PAPER_LOSSES, standardize_latents=True),
@@ -80,36 +85,24 @@ FDEN_VARIANTS = {
     "+ style dim 8": dict(_PAPER_LOSSES, style_dim=8),
     "+ identity swap + style dim 8": dict(_PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8),
     "+ identity swap + style dim 4": dict(_PAPER_LOSSES, identity_swap_weight=1.0, style_dim=4),
-    "+ identity swap + style dim 8 + style bottleneck 0.1": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1),
-    "+ identity swap + style dim 8 + style bottleneck 0.03": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.03),
-    "+ identity swap + style dim 8 + style bottleneck 0.3": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.3),
-    "+ identity swap + style dim 16 + style bottleneck 0.1": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=16, style_bottleneck_weight=0.1),
-    "+ style dim 8 + style bottleneck 0.1": dict(_PAPER_LOSSES, style_dim=8, style_bottleneck_weight=0.1),
+    "+ identity swap + style dim 8 + style bottleneck 0.1": dict(_NARROW_STYLE),
+    "+ identity swap + style dim 8 + style bottleneck 0.03": dict(_NARROW_STYLE, style_bottleneck_weight=0.03),
+    "+ identity swap + style dim 8 + style bottleneck 0.3": dict(_NARROW_STYLE, style_bottleneck_weight=0.3),
+    "+ identity swap + style dim 16 + style bottleneck 0.1": dict(_NARROW_STYLE, style_dim=16),
+    "+ style dim 8 + style bottleneck 0.1": dict(_NARROW_STYLE, identity_swap_weight=0.0),
     "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
-        clean_decoding_weight=1.0),
+        _NARROW_STYLE, clean_decoding_weight=1.0),
     "+ identity swap + style dim 8 + style bottleneck 0.03 + clean decoding": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.03,
-        clean_decoding_weight=1.0),
-    "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding + alpha 3": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
-        clean_decoding_weight=1.0, alpha=3.0),
+        _NARROW_STYLE, style_bottleneck_weight=0.03, clean_decoding_weight=1.0),
+    "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding + alpha 3": dict(_CPU_LEVERS),
     "+ identity swap + style dim 4 + style bottleneck 0.1 + clean decoding + alpha 3": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=4, style_bottleneck_weight=0.1,
-        clean_decoding_weight=1.0, alpha=3.0),
+        _CPU_LEVERS, style_dim=4),
     "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding + alpha 3 + style confusion": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
-        clean_decoding_weight=1.0, alpha=3.0, style_confusion_weight=1.0),
+        _CPU_LEVERS, style_confusion_weight=1.0),
     "+ identity swap + style dim 8 + style bottleneck 0.1 + clean decoding + alpha 3 + style confusion 0.3": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1,
-        clean_decoding_weight=1.0, alpha=3.0, style_confusion_weight=0.3),
+        _CPU_LEVERS, style_confusion_weight=0.3),
     "+ identity swap + style dim 4 + style bottleneck 0.1 + clean decoding + alpha 3 + style confusion 0.3": dict(
-        _PAPER_LOSSES, identity_swap_weight=1.0, style_dim=4, style_bottleneck_weight=0.1,
-        clean_decoding_weight=1.0, alpha=3.0, style_confusion_weight=0.3),
+        _CPU_LEVERS, style_dim=4, style_confusion_weight=0.3),
 }
 
 
