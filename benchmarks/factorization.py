@@ -58,7 +58,7 @@ ALI_VARIANTS = {
 # FDEN: the paper's losses on raw codes (the old cpu recipe), then each lever added in turn. alpha is
 # Table 2's in every row that does not set it (the cpu preset's 3 is one of its levers; omniglot_cpu's 0.1
 # is overridden too, so rows on it compare with each other, not with that preset).
-_PAPER_LOSSES = {"standardize_latents": False, "swap_weight": 0.0, "style_confusion_weight": 0.0,
+_PAPER_LOSSES = {"standardize_latents": False, "standardization": "per_dimension", "swap_weight": 0.0, "style_confusion_weight": 0.0,
                  "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0, "style_dim": None,
                  "clean_decoding_weight": 0.0, "alpha": 1.0}
 # The third ladder's base (a narrow f_sty with the identity swap and the style bottleneck), and that with
@@ -103,6 +103,19 @@ FDEN_VARIANTS = {
         _CPU_LEVERS, style_confusion_weight=0.3),
     "+ identity swap + style dim 4 + style bottleneck 0.1 + clean decoding + alpha 3 + style confusion 0.3": dict(
         _CPU_LEVERS, style_dim=4, style_confusion_weight=0.3),
+    # The cpu levers with the weights of the terms measured in z (L_R, identity swap, clean decoding)
+    # divided by 8.5: the balanced ALI's codes have 8.5x the mean square of the cpu ALI's (0.572 against
+    # 0.067 a dimension), so these rows weigh those terms against L_C, L_M and the rate as the cpu preset
+    # does on its own ALI.
+    "cpu levers with z-space weights / 8.5": dict(
+        _CPU_LEVERS, alpha=3.0 / 8.5, identity_swap_weight=1.0 / 8.5, clean_decoding_weight=1.0 / 8.5),
+    "cpu levers with z-space weights / 4": dict(
+        _CPU_LEVERS, alpha=3.0 / 4, identity_swap_weight=1.0 / 4, clean_decoding_weight=1.0 / 4),
+    # The same balance for any ALI: FDEN on codes at unit spread (one scale for every coordinate), with the
+    # z-space weights of the cpu levers times the cpu ALI's variance per coordinate (0.066): 0.2 / 0.07.
+    "cpu levers on globally standardized z": dict(
+        _CPU_LEVERS, standardize_latents=True, standardization="global", alpha=0.2, identity_swap_weight=0.07,
+        clean_decoding_weight=0.07),
 }
 
 

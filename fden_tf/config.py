@@ -81,6 +81,7 @@ class FDENConfig:
   # and clean decoding (Eq. 3 on the noiseless factors, gradient stopped: it trains the Entangler alone),
   # each added to L_u with these weights; style_dim narrows f_sty (None: Dim, the paper's).
   standardize_latents: bool = False
+  standardization: str = "per_dimension"  # or "global": one scale for every coordinate (fden.LatentStatistics)
   swap_weight: float = 0.0
   style_confusion_weight: float = 0.0
   identity_swap_weight: float = 0.0

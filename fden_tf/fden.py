@@ -99,24 +99,32 @@ class Statistician(keras.Model):
 
 
 class LatentStatistics(keras.layers.Layer):
-  """Per-dimension mean and scale of the plugged network's codes, frozen (non-trainable) and checkpointed.
+  """Mean and scale of the plugged network's codes, frozen (non-trainable) and checkpointed.
 
   Beyond the paper (`FDENConfig.standardize_latents`): FDEN works on (z - mean) / scale and the Entangler's
-  output is mapped back, so L_R (Eq. 3) is measured in units of each dimension's spread and its weight
-  alpha means the same for any plugged network, whatever the scale of its codes."""
+  output is mapped back, so the terms measured in z (L_R of Eq. 3, the identity swap, clean decoding) are
+  in units of the codes' spread and their weights mean the same for any plugged network, whatever the
+  scale of its codes. `per_dimension`: each coordinate to unit spread; otherwise one scale for all
+  (`FDENConfig.standardization = "global"`: the RMS spread over coordinates), which keeps the geometry of
+  z, so that a coordinate that barely varies is not blown up to the size of one that carries the image."""
 
-  def __init__(self, dim, **kwargs):
+  def __init__(self, dim, per_dimension=True, **kwargs):
     super().__init__(**kwargs)
+    self.per_dimension = per_dimension
     self.mean = self.add_weight(shape=(dim,), initializer="zeros", trainable=False, name="mean")
     self.scale = self.add_weight(shape=(dim,), initializer="ones", trainable=False, name="scale")
 
   def set(self, latents, min_scale=1e-3):
-    """Statistics of codes [N, Dim]; a dimension that barely varies keeps a scale of at least
-    `min_scale` times the largest, so it is not blown up."""
+    """Statistics of codes [N, Dim]; per dimension, a dimension that barely varies keeps a scale of at
+    least `min_scale` times the largest, so it is not blown up."""
     latents = np.asarray(latents, np.float64)
-    scale = latents.std(axis=0)
+    if self.per_dimension:
+      scale = latents.std(axis=0)
+      scale = np.maximum(scale, min_scale * scale.max())
+    else:
+      scale = np.full(latents.shape[1], np.sqrt(latents.var(axis=0).mean()))
     self.mean.assign(latents.mean(axis=0).astype(np.float32))
-    self.scale.assign(np.maximum(scale, min_scale * scale.max()).astype(np.float32))
+    self.scale.assign(scale.astype(np.float32))
 
   def standardize(self, z):
     return (tf.convert_to_tensor(z, tf.float32) - self.mean) / self.scale
@@ -131,14 +139,15 @@ class FDEN(keras.Model):
   `call(z)` returns (f_ide, f_sty, z~). `statistician_outputs(f_ide, f_sty, permutation)` returns the
   statistician's outputs on joint and shuffled pairs, behind the gradient reversal layer.
 
-  standardize: the Disentangler reads standardized codes and the Entangler writes them
-  (`LatentStatistics`, set from the latent cache with `set_latent_statistics`); `call`, `disentangle` and
-  `entangle` take and give the plugged network's own codes either way.
+  standardize: None (the paper), "per_dimension" (or True) or "global": the Disentangler reads standardized
+  codes and the Entangler writes them (`LatentStatistics`, set from the latent cache with
+  `set_latent_statistics`); `call`, `disentangle` and `entangle` take and give the plugged network's own
+  codes either way.
   style_dim: the size of f_sty (beyond the paper, `FDENConfig.style_dim`); None: Dim, as the paper.
   """
 
   def __init__(self, dim, hidden_scale=1.0, dropout=0.2, leaky_slope=0.01, init_stddev=0.001,
-               grl_lambda=1.0, standardize=False, style_dim=None, **kwargs):
+               grl_lambda=1.0, standardize=None, style_dim=None, **kwargs):
     super().__init__(**kwargs)
     mlp_kwargs = dict(dropout=dropout, leaky_slope=leaky_slope, init_stddev=init_stddev)
     self.dim = dim
@@ -155,14 +164,18 @@ class FDEN(keras.Model):
     self.statistician(f_ide, f_sty)
     # Created last, so its two variables follow every network's in checkpoints (and only when used, so
     # runs written without it keep their checkpoint layout).
-    self.latent_statistics = LatentStatistics(dim, name="latent_statistics") if standardize else None
+    if standardize not in (None, False, True, "per_dimension", "global"):
+      raise ValueError(f"standardize must be None, 'per_dimension' or 'global', got {standardize!r}")
+    self.latent_statistics = LatentStatistics(dim, per_dimension=standardize != "global",
+                                              name="latent_statistics") if standardize else None
     self.built = True
 
   @classmethod
   def from_config_section(cls, dim, fden_config):
     c = fden_config
     return cls(dim, hidden_scale=c.hidden_scale, dropout=c.dropout, leaky_slope=c.leaky_slope,
-               init_stddev=c.init_stddev, grl_lambda=c.grl_lambda, standardize=c.standardize_latents,
+               init_stddev=c.init_stddev, grl_lambda=c.grl_lambda,
+               standardize=c.standardization if c.standardize_latents else None,
                style_dim=c.style_dim)
 
   def set_latent_statistics(self, latents):

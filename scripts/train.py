@@ -84,6 +84,10 @@ flags.DEFINE_float("clean_decoding_weight", None, "Weight of Eq. 3 on the noisel
                    "(beyond the paper; 0 = off; preset cpu: 1): trains the Entangler alone.")
 flags.DEFINE_integer("style_dim", None, "Size of f_sty (beyond the paper, which uses Dim; preset cpu: 8, "
                      "glyphs' 6 style factors): a narrow style factor has no room for identity.")
+flags.DEFINE_enum("standardize_latents", None, ["none", "per_dimension", "global"], "FDEN on standardized "
+                  "codes, undone after the Entangler (beyond the paper, which uses raw codes): per dimension, or "
+                  "one scale for all (global: keeps z's geometry), so that the weights of the terms measured in "
+                  "z mean the same for any plugged network.")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both stages.")
 flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
                      "checkpoint at a reduced learning rate.")
@@ -150,6 +154,10 @@ def build_config():
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
                 style_bottleneck_weight="style_bottleneck_weight",
                 clean_decoding_weight="clean_decoding_weight", style_dim="style_dim")
+  if FLAGS.standardize_latents is not None:
+    fden["standardize_latents"] = FLAGS.standardize_latents != "none"
+    if fden["standardize_latents"]:
+      fden["standardization"] = FLAGS.standardize_latents
   top = _given(max_nonfinite_steps="max_nonfinite_steps")
   top["deterministic"] = FLAGS.deterministic
   if FLAGS.seed is not None and FLAGS.seed < 0:

@@ -114,6 +114,29 @@ def test_standardized_fden_is_invariant_to_the_scale_and_offset_of_the_codes():
   assert len(model.variables) == len(plain.variables) + 2  # appended last: older checkpoints keep their layout
 
 
+def test_global_standardization_keeps_the_geometry_of_the_codes():
+  """standardization "global": one scale for every coordinate, the RMS spread (sqrt of the mean variance),
+  so distances between codes shrink by one factor and a quiet coordinate stays quiet; the round trip is
+  the identity, and a per-dimension FDEN gives each coordinate unit spread instead."""
+  from fden_tf import config as config_lib
+  z = (np.random.default_rng(0).standard_normal((500, 4)) * [1.0, 2.0, 0.01, 4.0] + 5.0).astype(np.float32)
+  model = fden.FDEN.from_config_section(4, config_lib.FDENConfig(
+      hidden_scale=0.05, standardize_latents=True, standardization="global"))
+  model.set_latent_statistics(z)
+  rms = np.sqrt(z.astype(np.float64).var(0).mean())
+  np.testing.assert_allclose(model.latent_statistics.scale.numpy(), np.full(4, rms), rtol=1e-5)
+  s = model.standardize(z).numpy()
+  np.testing.assert_allclose(s.mean(0), 0.0, atol=1e-4)
+  np.testing.assert_allclose(np.mean(s.var(0)), 1.0, rtol=1e-4)
+  np.testing.assert_allclose(s.std(0) / s.std(0)[0], z.std(0) / z.std(0)[0], rtol=1e-4)  # ratios kept
+  np.testing.assert_allclose(model.unstandardize(s).numpy(), z, atol=1e-4)
+  per_dim = fden.FDEN(4, hidden_scale=0.05, standardize="per_dimension")
+  per_dim.set_latent_statistics(z)
+  np.testing.assert_allclose(per_dim.standardize(z).numpy().std(0), 1.0, rtol=1e-3)
+  with pytest.raises(ValueError, match="standardize must be"):
+    fden.FDEN(4, hidden_scale=0.05, standardize="per_coordinate")
+
+
 def test_a_narrow_style_factor_has_its_own_size_everywhere():
   """FDENConfig.style_dim: f_sty is [B, style_dim], f_ide and z~ keep Dim, F_mi reads both; the paper's
   FDEN (style_dim None) keeps its variables and shapes."""
