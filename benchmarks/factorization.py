@@ -58,9 +58,9 @@ ALI_VARIANTS = {
 # FDEN: the paper's losses on raw codes (the old cpu recipe), then each lever added in turn. alpha is
 # Table 2's in every row that does not set it (the cpu preset's 3 is one of its levers; omniglot_cpu's 0.1
 # is overridden too, so rows on it compare with each other, not with that preset).
-_PAPER_LOSSES = {"standardize_latents": False, "standardization": "per_dimension", "swap_weight": 0.0, "style_confusion_weight": 0.0,
-                 "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0, "style_dim": None,
-                 "clean_decoding_weight": 0.0, "alpha": 1.0}
+_PAPER_LOSSES = {"standardize_latents": False, "standardization": "per_dimension", "swap_weight": 0.0,
+                 "style_confusion_weight": 0.0, "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0,
+                 "style_dim": None, "clean_decoding_weight": 0.0, "alpha": 1.0}
 # The third ladder's base (a narrow f_sty with the identity swap and the style bottleneck), and that with
 # clean decoding and alpha 3: the levers the cpu preset took (written out here, so the rows keep their
 # meaning if the preset changes).
