@@ -56,14 +56,15 @@ ALI_VARIANTS = {
     "ali+l2+mmd100": dict(_ALI_OBJECTIVE, prior_matching_weight=100.0),
 }
 # FDEN: the paper's losses on raw codes (the old cpu recipe), then each lever added in turn. alpha is
-# Table 2's in every row that does not set it (the cpu preset's 3 is one of its levers; omniglot_cpu's 0.1
-# is overridden too, so rows on it compare with each other, not with that preset).
+# Table 2's in every row that does not set it (the cpu preset's alpha is one of its levers; omniglot_cpu's
+# 0.1 is overridden too, so rows on it compare with each other, not with that preset).
 _PAPER_LOSSES = {"standardize_latents": False, "standardization": "per_dimension", "swap_weight": 0.0,
                  "style_confusion_weight": 0.0, "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0,
                  "style_dim": None, "clean_decoding_weight": 0.0, "alpha": 1.0}
 # The third ladder's base (a narrow f_sty with the identity swap and the style bottleneck), and that with
-# clean decoding and alpha 3: the levers the cpu preset took (written out here, so the rows keep their
-# meaning if the preset changes).
+# clean decoding and alpha 3: the levers the cpu preset took on raw codes; on globally standardized codes
+# (its recipe now) they become the fourth ladder's last row. Written out here, so the rows keep their
+# meaning if the preset changes.
 _NARROW_STYLE = dict(_PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1)
 _CPU_LEVERS = dict(_NARROW_STYLE, clean_decoding_weight=1.0, alpha=3.0)
 FDEN_VARIANTS = {

@@ -72,6 +72,16 @@ def _translation_pairs(split, pairs, seed):
   return split.images[a], split.images[b]
 
 
+def fden_training_codes(plugged, train_split, z_train, mirrors, show_progress=False):
+  """FDEN's training codes and labels: the cache `z_train` of `train_split`, followed by the codes of its
+  horizontally mirrored images (encoded once, labelled as their originals) when `mirrors`."""
+  if not mirrors:
+    return z_train, train_split.labels
+  z_mirrored = plugin.encode_all(plugged, train_split.images[:, :, ::-1], show_progress=show_progress,
+                                 desc="caching mirrored train latents")
+  return np.concatenate([z_train, z_mirrored]), np.concatenate([train_split.labels, train_split.labels])
+
+
 def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = "all", ali_dir=None,
                        plugged=None, overwrite=False, show_progress=True, nonfinite_steps=None,
                        export=True, data=None, strategy="auto") -> dict:
@@ -166,6 +176,8 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
                                 desc="caching train latents")
     z_test = plugin.encode_all(plugged, data.test.images, show_progress=show_progress,
                                desc="caching test latents")
+    z_fden, labels_fden = fden_training_codes(plugged, data.train, z_train, config.fden.cache_mirrors,
+                                              show_progress)
     timings["cache"] = time.time() - t
 
     # Phase 3: FDEN.
@@ -175,7 +187,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     images_a, images_b = _translation_pairs(data.test, pairs=4, seed=config.seed)
     summaries.image_hooks["fden"] = lambda: {"fden/translation": visualize.translation_mosaic(
         visualize.translation_grid(plugged, model, images_a, images_b))[None]}
-    metrics["fden_train"] = train_fden.train(model, config.fden, z_train, data.train.labels,
+    metrics["fden_train"] = train_fden.train(model, config.fden, z_fden, labels_fden,
                                              os.path.join(output_dir, "fden"), seed=config.seed,
                                              show_progress=show_progress, log_every=config.log_every,
                                              guard=guard, nonfinite_steps=nonfinite_steps.get("fden", ()),

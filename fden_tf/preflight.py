@@ -36,6 +36,14 @@ def check_architecture(ali_config, image_shape):
                      f"has {image_shape[0]}x{image_shape[1]}; pass --image_size={size} or another architecture")
 
 
+def check_standardization(fden_config):
+  """FDENConfig.standardization names one of fden.LatentStatistics' two scales (a hand-built config would
+  otherwise fail only when FDEN is built, after ALI has trained)."""
+  if fden_config.standardization not in config_lib.STANDARDIZATIONS:
+    raise ValueError(f"unknown standardization {fden_config.standardization!r}; choose one of "
+                     f"{config_lib.STANDARDIZATIONS}")
+
+
 def recorded_image_shape(ali_run_dir):
   """(H, W, C) the run's ALI was trained on, from its `ali/network.json`; None for runs that predate it."""
   record = os.path.join(ali_run_dir, "ali", "network.json")
@@ -96,6 +104,7 @@ def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrit
   existing run in `output_dir` recorded. writer: whether this process writes `output_dir` (False on a
   cluster's non-chief workers)."""
   _check_stage(stage, ali_dir, plugged)
+  check_standardization(config.fden)
   data = data or datasets.load(config.data)
   f = config.fden
   # The test split first: it usually has fewer classes, and its episodes are the ones the user asked for.

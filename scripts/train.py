@@ -69,25 +69,29 @@ flags.DEFINE_float("ali_reconstruction_weight", None, "Weight of ALI's l2 recons
                    "Appendix B.2); 0 disables it.")
 flags.DEFINE_float("ali_prior_matching_weight", None, "Weight of the MMD between ALI's encoder codes and "
                    "prior draws (beyond ALI; 0 = off): makes prior samples G_x(z), z ~ N(0, I) look like the "
-                   "data (docs/results.md: 100 on glyphs).")
+                   "data (docs/results.md: 100 on glyphs; preset cpu: 100).")
 flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian noise on the images ALI's "
                    "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
-                   "the discriminator from winning outright on glyphs (docs/results.md).")
-flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 3).")
+                   "the discriminator from winning outright on glyphs (docs/results.md; preset cpu: 0.2).")
+flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 0.2, on standardized "
+                   "codes).")
 flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class identity swap (beyond the "
-                   "paper; 0 = off; preset cpu: 1): ||z_A - E(f_ide of a class-mate, f_sty_A)||^2 "
+                   "paper; 0 = off; preset cpu: 0.07): ||z_A - E(f_ide of a class-mate, f_sty_A)||^2 "
                    "(docs/paper.md).")
 flags.DEFINE_float("style_bottleneck_weight", None, "Weight of the rate of FDEN's style bottleneck (beyond "
                    "the paper; 0 = off; preset cpu: 0.1): ||f_sty||^2 / 2, the Entangler reading f_sty + "
                    "N(0, I) in training.")
 flags.DEFINE_float("clean_decoding_weight", None, "Weight of Eq. 3 on the noiseless, gradient-stopped factors "
-                   "(beyond the paper; 0 = off; preset cpu: 1): trains the Entangler alone.")
+                   "(beyond the paper; 0 = off; preset cpu: 0.07): trains the Entangler alone.")
 flags.DEFINE_integer("style_dim", None, "Size of f_sty (beyond the paper, which uses Dim; preset cpu: 8, "
                      "glyphs' 6 style factors): a narrow style factor has no room for identity.")
 flags.DEFINE_enum("standardize_latents", None, ["none", "per_dimension", "global"], "FDEN on standardized "
                   "codes, undone after the Entangler (beyond the paper, which uses raw codes): per dimension, or "
                   "one scale for all (global: keeps z's geometry), so that the weights of the terms measured in "
-                  "z mean the same for any plugged network.")
+                  "z mean the same for any plugged network (preset cpu: global).")
+flags.DEFINE_boolean("cache_mirrors", None, "Also train FDEN on the codes of the horizontally mirrored "
+                     "training images, encoded once (beyond the paper): for data whose classes a mirror keeps, "
+                     "such as flowers; not glyphs or characters.")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both stages.")
 flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
                      "checkpoint at a reduced learning rate.")
@@ -153,7 +157,8 @@ def build_config():
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every",
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
                 style_bottleneck_weight="style_bottleneck_weight",
-                clean_decoding_weight="clean_decoding_weight", style_dim="style_dim")
+                clean_decoding_weight="clean_decoding_weight", style_dim="style_dim",
+                cache_mirrors="cache_mirrors")
   if FLAGS.standardize_latents is not None:
     fden["standardize_latents"] = FLAGS.standardize_latents != "none"
     if fden["standardize_latents"]:

@@ -79,6 +79,20 @@ def test_encode_all_batches_and_matches_direct_encoding():
   np.testing.assert_allclose(z, encoder(x).numpy(), atol=1e-5)
 
 
+def test_mirrored_training_codes_are_the_mirror_images_codes_labelled_as_their_originals():
+  from fden_tf.data import split as split_lib
+  # The code of an image is its first column, so a mirror's code is its last column: a known answer.
+  plugged = plugin.FrozenAutoencoder(lambda x: x[:, :, 0, 0], lambda z: z)
+  images = np.random.default_rng(0).uniform(size=(7, 4, 5, 1)).astype(np.float32)
+  train = split_lib.Split(images, np.arange(7, dtype=np.int32) % 3, ["a", "b", "c"])
+  z = plugin.encode_all(plugged, images)
+  same = pipeline.fden_training_codes(plugged, train, z, mirrors=False)
+  assert same[0] is z and same[1] is train.labels
+  codes, labels = pipeline.fden_training_codes(plugged, train, z, mirrors=True)
+  np.testing.assert_array_equal(codes, np.concatenate([images[:, :, 0, 0], images[:, :, -1, 0]]))
+  np.testing.assert_array_equal(labels, np.concatenate([train.labels, train.labels]))
+
+
 class _LinearEncoder(tf.Module):
   """A tf.Module with its own variable: what tf.saved_model.save writes for a non-Keras network."""
 

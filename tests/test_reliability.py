@@ -275,3 +275,13 @@ def test_a_test_split_of_fewer_than_8_classes_gets_its_translation_pairs_and_one
   with pytest.raises(ValueError, match="test split has 1 class; translating identities needs at least 2"):
     preflight.check(config, str(tmp_path / "run"), data=one_class)
   assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_standardization_is_refused_before_anything_trains(tmp_path):
+  """A hand-built config's typo used to surface only when FDEN was built, after ALI had trained."""
+  from fden_tf import preflight
+  config = config_lib.smoke().replace(fden={"standardize_latents": True, "standardization": "pca"})
+  with pytest.raises(ValueError, match=r"unknown standardization 'pca'; choose one of \('per_dimension', "
+                                       r"'global'\)"):
+    preflight.check(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
