@@ -148,6 +148,8 @@ class FDEN(keras.Model):
 
   def __init__(self, dim, hidden_scale=1.0, dropout=0.2, leaky_slope=0.01, init_stddev=0.001,
                grl_lambda=1.0, standardize=None, style_dim=None, **kwargs):
+    if standardize not in (None, False, True, "per_dimension", "global"):  # before any network is built
+      raise ValueError(f"standardize must be None, 'per_dimension' or 'global', got {standardize!r}")
     super().__init__(**kwargs)
     mlp_kwargs = dict(dropout=dropout, leaky_slope=leaky_slope, init_stddev=init_stddev)
     self.dim = dim
@@ -164,8 +166,6 @@ class FDEN(keras.Model):
     self.statistician(f_ide, f_sty)
     # Created last, so its two variables follow every network's in checkpoints (and only when used, so
     # runs written without it keep their checkpoint layout).
-    if standardize not in (None, False, True, "per_dimension", "global"):
-      raise ValueError(f"standardize must be None, 'per_dimension' or 'global', got {standardize!r}")
     self.latent_statistics = LatentStatistics(dim, per_dimension=standardize != "global",
                                               name="latent_statistics") if standardize else None
     self.built = True

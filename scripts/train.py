@@ -72,9 +72,10 @@ flags.DEFINE_float("ali_prior_matching_weight", None, "Weight of the MMD between
                    "data (docs/results.md: 100 on glyphs; preset cpu: 100).")
 flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian noise on the images ALI's "
                    "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
-                   "the discriminator from winning outright on glyphs (docs/results.md; preset cpu: 0.2).")
-flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 0.2, on standardized "
-                   "codes).")
+                   "the discriminator from winning outright on glyphs (docs/results.md; preset cpu: "
+                   "0.2).")
+flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 0.2, on "
+                   "standardized codes).")
 flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class identity swap (beyond the "
                    "paper; 0 = off; preset cpu: 0.07): ||z_A - E(f_ide of a class-mate, f_sty_A)||^2 "
                    "(docs/paper.md).")
