@@ -40,3 +40,27 @@ def test_real_images_score_near_zero_and_noise_near_one():
   assert fd["real"] < 0.2 * fd["blurred"] < fd["noise"]
   assert by_noise["score"] == pytest.approx(1.0, abs=0.1)  # noise as far as the noise reference
   assert by_real["score"] < 0.1
+
+
+def test_features_that_cannot_tell_noise_from_data_give_no_score_not_an_error():
+  """A collapsed feature network (every feature constant: what a ReLU feature layer did on Omniglot's
+  4,800 classes) measures nothing; evaluate returns NaN instead of dividing by zero after a long training."""
+  data = glyphs.load_glyphs(num_classes=20, num_test_classes=5, samples_per_class=20, seed=0)
+  images, labels = data.train.images, data.train.labels
+  collapsed = lambda x: np.zeros((len(x), sample_quality.FEATURES), np.float32)
+  decode = lambda z: np.zeros((len(z),) + images.shape[1:], np.float32)
+  encode = lambda x: np.zeros((len(x), 4), np.float32)
+  result = sample_quality.evaluate(decode, encode, 4, images, labels, samples=50, seed=0, features=collapsed)
+  assert np.isnan(result["score"]) and result["frechet_distance"]["noise"] == 0.0
+
+
+def test_feature_network_features_are_not_dead_on_many_classes():
+  """The features stay informative when the classifier has many classes and little data per class (the
+  regime in which ReLU features all died): real and noise images get different features."""
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(600, 16, 16, 1)).astype(np.float32) * 0.2
+  images[:, 4:12, 4:12] += 0.8
+  labels = np.arange(600) % 300
+  features = sample_quality.train_feature_network(images, labels, epochs=1)
+  real, noise = features(images[:100]), features(rng.uniform(size=(100, 16, 16, 1)).astype(np.float32))
+  assert real.std(0).mean() > 0 and sample_quality.frechet_distance(real, noise) > 0

@@ -39,7 +39,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def train_feature_network(images: np.ndarray, labels: np.ndarray, seed: int = 0, epochs: int = 3,
                           batch_size: int = 128):
   """A small CNN classifier of `labels` [N] from `images` [N, H, W, C]; returns features(images) -> [N, 64]
-  (its penultimate layer, inference mode)."""
+  (its penultimate, linear layer, inference mode)."""
   keras.utils.set_random_seed(seed)
   num_classes = int(labels.max()) + 1
   inputs = keras.Input(images.shape[1:])
@@ -47,7 +47,9 @@ def train_feature_network(images: np.ndarray, labels: np.ndarray, seed: int = 0,
   for channels in (32, 64, 128):
     h = keras.layers.Conv2D(channels, 3, 2, "same", activation="relu")(h)
   h = keras.layers.GlobalAveragePooling2D()(h)
-  features = keras.layers.Dense(FEATURES, activation="relu", name="features")(h)
+  # Linear features: with a ReLU here, every unit died on Omniglot's 4,800 classes (all features 0 for real
+  # and noise images alike, so every distance was 0); a linear layer cannot die.
+  features = keras.layers.Dense(FEATURES, name="features")(h)
   outputs = keras.layers.Dense(num_classes)(features)
   classifier = keras.Model(inputs, outputs)
   classifier.compile(keras.optimizers.Adam(1e-3),
@@ -92,7 +94,10 @@ def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.nda
       "blurred": blur(images[other]),
       "noise": rng.uniform(size=images[other].shape).astype(np.float32)}
   fd = {name: frechet_distance(features(x), ref) for name, x in candidates.items()}
-  return {"frechet_distance": fd, "score": fd["samples"] / fd["noise"], "samples": int(n),
+  # A feature network that cannot tell noise from the data measures nothing: no score rather than a
+  # division by zero after a long training.
+  score = fd["samples"] / fd["noise"] if fd["noise"] > 1e-12 else float("nan")
+  return {"frechet_distance": fd, "score": score, "samples": int(n),
           "feature_network": f"CNN 32-64-128 (3x3, stride 2) -> {FEATURES} features, trained 3 epochs on "
                              f"{len(fit)} training images"}
 
