@@ -232,11 +232,10 @@ def omniglot_cpu() -> Config:
   after 6,000; alpha = 0.1 reached 88% after 1,500 steps."""
   return Config(data=DataConfig(dataset="omniglot"),
                 ali=ALIConfig(width=0.25, latent_dim=128, batch_size=64, steps=8000, learning_rate=2e-4,
-                              reconstruction_weight=1.0, prior_matching_weight=100.0, instance_noise=0.2,
-                              checkpoint_every=1000),
-                fden=FDENConfig(hidden_scale=0.5, steps=15_000, learning_rate=1e-3, init_stddev=0.05,
-                                dropout=0.0, style_dim=16, train_way=60, train_shot=1, train_query=1,
-                                episodes_per_batch=5, checkpoint_every=5000, **_STANDARDIZED_LEVERS))
+                              reconstruction_weight=1.0, checkpoint_every=1000),
+                fden=FDENConfig(hidden_scale=0.5, steps=30_000, learning_rate=1e-3, init_stddev=0.05,
+                                dropout=0.0, alpha=0.1, train_way=60, train_shot=1, train_query=1,
+                                episodes_per_batch=5, checkpoint_every=5000))
 
 
 def omniglot_paper() -> Config:
