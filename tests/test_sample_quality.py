@@ -56,11 +56,13 @@ def test_features_that_cannot_tell_noise_from_data_give_no_score_not_an_error():
 
 def test_feature_network_features_are_not_dead_on_many_classes():
   """The features stay informative when the classifier has many classes and little data per class (the
-  regime in which ReLU features all died): real and noise images get different features."""
+  regime in which ReLU features all died): no feature is constant over the images (with the old ReLU
+  layer 53-63% of them were, on these images and seeds 0-2), and real and noise images differ."""
   rng = np.random.default_rng(0)
   images = rng.uniform(size=(600, 16, 16, 1)).astype(np.float32) * 0.2
   images[:, 4:12, 4:12] += 0.8
   labels = np.arange(600) % 300
   features = sample_quality.train_feature_network(images, labels, epochs=1)
   real, noise = features(images[:100]), features(rng.uniform(size=(100, 16, 16, 1)).astype(np.float32))
-  assert real.std(0).mean() > 0 and sample_quality.frechet_distance(real, noise) > 0
+  assert np.all(real.std(0) > 0), f"{np.mean(real.std(0) == 0):.0%} of the features are dead"
+  assert sample_quality.frechet_distance(real, noise) > 0
