@@ -74,6 +74,8 @@ flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian n
                    "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
                    "the discriminator from winning outright on glyphs (docs/results.md; preset cpu: "
                    "0.2).")
+flags.DEFINE_float("ali_discriminator_lr_factor", None, "ALI discriminator's learning rate as a multiple of "
+                   "ALI's (1 = ALI's).")
 flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 0.2, on "
                    "standardized codes).")
 flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class identity swap (beyond the "
@@ -111,7 +113,7 @@ flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multiworker", "one_d
 POSITIVE = ("ali_steps", "fden_steps", "batch_size", "episodes_per_batch", "way", "shot", "query",
             "train_way", "train_shot", "train_query",
             "eval_episodes", "latent_dim", "checkpoint_every", "max_nonfinite_steps", "image_size", "channels",
-            "style_dim")
+            "style_dim", "ali_discriminator_lr_factor")
 
 
 def _given(**names):
@@ -149,6 +151,7 @@ def build_config():
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight",
                prior_matching_weight="ali_prior_matching_weight", instance_noise="ali_instance_noise",
+               discriminator_lr_factor="ali_discriminator_lr_factor",
                checkpoint_every="checkpoint_every")
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
   if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size

@@ -213,6 +213,27 @@ def test_evaluate_models_end_to_end_on_tiny_glyphs(tmp_path):
   path = evaluate_lib.write_results(str(tmp_path), results)
   with open(path) as f:
     assert json.load(f)["dataset"] == "glyphs"
+  assert "raw pixels" in text and 0.0 <= results["alignment"]["pixels"]["accuracy"] <= 1.0
+
+
+def test_evaluate_models_takes_another_few_shot_task_and_scores_the_pixels():
+  data = glyphs.load_glyphs(num_classes=30, num_test_classes=10, samples_per_class=6, seed=0)
+  linear = _LinearAutoencoder(data.train.image_shape, dim=16)
+  plugged = plugin.FrozenAutoencoder(linear.encode, linear.decode)
+  config = config_lib.smoke().replace(fden={"eval_episodes": 20})
+  model = fden_lib.FDEN.from_config_section(16, config.fden)
+  results = evaluate_lib.evaluate_models(plugged, model, data, config, samples=50, mi_samples=50,
+                                         mine_steps=5, translation_pairs=12, way=3, shot=4, query=2)
+  a = results["alignment"]
+  assert (a["way"], a["shot"], a["query"], a["chance"]) == (3, 4, 2, 1 / 3)
+  # The pixel baseline is nearest prototype on the flattened images, on the same episodes.
+  expected = alignment.fewshot_alignment({"pixels": data.test.images.reshape(len(data.test.images), -1)},
+                                         data.test.labels, 3, 4, 2, 20,
+                                         config.seed + evaluate_lib.EVAL_SEED_OFFSET)["pixels"]
+  assert a["pixels"] == expected
+  with pytest.raises(ValueError):  # 4 + 3 samples a class asked of classes that have 6
+    evaluate_lib.evaluate_models(plugged, model, data, config, samples=50, mi_samples=50, mine_steps=5,
+                                 translation_pairs=12, shot=4, query=3)
 
 
 def test_load_config_drops_keys_of_older_versions(tmp_path):

@@ -136,21 +136,23 @@ spec = importlib.util.spec_from_file_location("train_script", {os.path.join(ROOT
 train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
 train.FLAGS(["train.py", "--ali_prior_matching_weight=10", "--ali_instance_noise=0.1", "--alpha=2",
              "--identity_swap_weight=0.5", "--style_bottleneck_weight=0.3", "--clean_decoding_weight=0",
-             "--style_dim=4", "--standardize_latents=per_dimension"])
+             "--style_dim=4", "--standardize_latents=per_dimension", "--ali_discriminator_lr_factor=0.3"])
 c = train.build_config()
 print(json.dumps([c.ali.prior_matching_weight, c.ali.instance_noise, c.fden.alpha, c.fden.identity_swap_weight,
                   c.fden.style_bottleneck_weight, c.fden.clean_decoding_weight, c.fden.style_dim,
-                  c.fden.standardize_latents, c.fden.standardization]))
+                  c.fden.standardize_latents, c.fden.standardization, c.ali.discriminator_lr_factor]))
 """
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
-  # Every value differs from the cpu preset's (100, 0.2, 0.2, 0.07, 0.1, 0.07, 8, True, global): each came
-  # from its flag.
+  # Every value differs from the cpu preset's (100, 0.2, 0.2, 0.07, 0.1, 0.07, 8, True, global, 1): each
+  # came from its flag.
   assert json.loads(result.stdout.strip().splitlines()[-1]) == [10.0, 0.1, 2.0, 0.5, 0.3, 0.0, 4, True,
-                                                                "per_dimension"]
+                                                                "per_dimension", 0.3]
   for flag, message in (("--ali_instance_noise=-0.1", "--ali_instance_noise must be >= 0, got -0.1"),
                         ("--clean_decoding_weight=-1", "--clean_decoding_weight must be >= 0, got -1.0"),
-                        ("--style_dim=0", "--style_dim must be positive, got 0")):
+                        ("--style_dim=0", "--style_dim must be positive, got 0"),
+                        ("--ali_discriminator_lr_factor=0",
+                         "--ali_discriminator_lr_factor must be positive, got 0.0")):
     result = run_script("train.py", flag, f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 2 and result.stderr.strip().endswith(message)
   assert not (tmp_path / "run").exists()

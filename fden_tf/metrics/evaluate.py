@@ -60,7 +60,7 @@ def _ground_truth(plugged, model, data, z_test, factors, held, latents, samples,
 
 def evaluate_models(plugged, model: fden_lib.FDEN, data, config: config_lib.Config, samples: int = 2000,
                     mi_samples: int = 4000, mine_steps: int = 600, translation_pairs: int = 500,
-                    latents: dict = None) -> dict:
+                    latents: dict = None, way: int = None, shot: int = None, query: int = None) -> dict:
   """All metrics for a plugged network, a trained FDEN, the run's `FewShotData` and its `Config`.
 
   samples: held-out test samples (and training samples for the style regression) used by the distance
@@ -68,6 +68,8 @@ def evaluate_models(plugged, model: fden_lib.FDEN, data, config: config_lib.Conf
   mi_samples, mine_steps: held-out samples and training steps of each fresh DV statistician (three runs).
   latents: optional {"train": [N_train, Dim], "test": [N_test, Dim]} codes already computed by the
     pipeline (the latent cache), so nothing is encoded twice.
+  way, shot, query: the alignment's few-shot task, where it differs from the run's (None: the run's), e.g.
+    5-shot episodes for an FDEN trained and reported on 1-shot.
   Sets Keras' global seed to config.seed (the fresh statisticians' initialisation) for repeatable numbers.
   """
   latents = latents or {}
@@ -84,9 +86,10 @@ def evaluate_models(plugged, model: fden_lib.FDEN, data, config: config_lib.Conf
   # Phase 1: identity alignment, on the pipeline's own evaluation episodes.
   t = time.time()
   c = config.fden
+  pixels = np.reshape(data.test.images, (len(data.test.images), -1))  # what any representation must beat
   results["alignment"] = alignment.fewshot_alignment(
-      {"f_ide": f_ide, "z": z_test, "f_sty": f_sty}, data.test.labels, c.way, c.shot, c.query,
-      c.eval_episodes, seed + EVAL_SEED_OFFSET)
+      {"f_ide": f_ide, "z": z_test, "f_sty": f_sty, "pixels": pixels}, data.test.labels, way or c.way,
+      shot or c.shot, query or c.query, c.eval_episodes, seed + EVAL_SEED_OFFSET)
   timings["alignment"] = time.time() - t
 
   # Phase 2: independence of the factors (fresh statisticians, distance correlation).

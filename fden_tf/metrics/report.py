@@ -13,8 +13,9 @@ def _alignment(a: dict) -> list:
   lines = [f"1. Identity alignment: {a['way']}-way {a['shot']}-shot nearest prototype, {a['episodes']} "
            f"episodes of unseen classes (chance {_pct(a['chance']).strip()})"]
   notes = {"f_ide": "the identity factor (higher is better)", "z": "the raw code, no FDEN",
-           "f_sty": "identity leaking into style (lower is better)"}
-  for name, note in notes.items():
+           "f_sty": "identity leaking into style (lower is better)",
+           "pixels": "the raw pixels, no network"}
+  for name, note in ((name, note) for name, note in notes.items() if name in a):  # older files: no pixels
     lines.append(f"   {name:<6} {_pct(a[name]['accuracy'])} ± {_pct(a[name]['ci95']).strip():<7} {note}")
   return lines
 
