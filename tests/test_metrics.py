@@ -195,12 +195,18 @@ class _LinearAutoencoder:
     return tf.reshape(z @ self.p_inv, (-1,) + self.shape)
 
 
-def test_evaluate_models_end_to_end_on_tiny_glyphs(tmp_path):
+def _tiny_glyphs_run():
+  """Tiny glyphs, a linear autoencoder plugged in, an untrained FDEN: (data, plugged, model, config)."""
   data = glyphs.load_glyphs(num_classes=30, num_test_classes=10, samples_per_class=6, seed=0)
   linear = _LinearAutoencoder(data.train.image_shape, dim=16)
   plugged = plugin.FrozenAutoencoder(linear.encode, linear.decode)
   config = config_lib.smoke().replace(fden={"eval_episodes": 20})
   model = fden_lib.FDEN.from_config_section(16, config.fden)
+  return data, plugged, model, config
+
+
+def test_evaluate_models_end_to_end_on_tiny_glyphs(tmp_path):
+  data, plugged, model, config = _tiny_glyphs_run()
   results = evaluate_lib.evaluate_models(plugged, model, data, config, samples=50, mi_samples=50,
                                          mine_steps=5, translation_pairs=12)
   assert set(results) >= {"alignment", "independence", "fidelity", "ground_truth", "seconds"}
@@ -217,11 +223,7 @@ def test_evaluate_models_end_to_end_on_tiny_glyphs(tmp_path):
 
 
 def test_evaluate_models_takes_another_few_shot_task_and_scores_the_pixels():
-  data = glyphs.load_glyphs(num_classes=30, num_test_classes=10, samples_per_class=6, seed=0)
-  linear = _LinearAutoencoder(data.train.image_shape, dim=16)
-  plugged = plugin.FrozenAutoencoder(linear.encode, linear.decode)
-  config = config_lib.smoke().replace(fden={"eval_episodes": 20})
-  model = fden_lib.FDEN.from_config_section(16, config.fden)
+  data, plugged, model, config = _tiny_glyphs_run()
   results = evaluate_lib.evaluate_models(plugged, model, data, config, samples=50, mi_samples=50,
                                          mine_steps=5, translation_pairs=12, way=3, shot=4, query=2)
   a = results["alignment"]
