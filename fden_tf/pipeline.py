@@ -162,9 +162,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
                         "ali_dir_metrics": (runs.finished_metrics(ali_dir) or {}).get("ali")}
     elif ali_model is not None and chief:
       metrics["ali"] = ali_metrics(ali_model, data, output_dir, config)
-      files.atomic_write(os.path.join(output_dir, "samples.png"),
-                         lambda fh: visualize.save_samples_figure(fh, _prior_samples(ali_model, config.seed),
-                                                                  data.train.images[:32]), mode="wb")
+      _save_ali_figure(os.path.join(output_dir, "samples.png"), ali_model, data.test.images, config.seed)
     if stage == "ali":
       metrics["seconds"] = timings
       files.write_json(os.path.join(output_dir, "metrics.json"), metrics)
@@ -288,6 +286,15 @@ def _prior_samples(ali_model, seed, n=32):
   """G_x(z) of `n` fixed prior draws z ~ N(0, I) (the same draws for every figure of a run)."""
   z = np.random.default_rng(seed).standard_normal((n, ali_model.latent_dim)).astype(np.float32)
   return ali_model.decode(z).numpy()
+
+
+def _save_ali_figure(path, ali_model, test_images, seed, n=32):
+  """samples.png: held-out images drawn across the test classes (the first n would be one or two classes),
+  ALI's reconstructions of them, and G_x(z) of the run's fixed prior draws."""
+  pick = np.sort(np.random.default_rng(seed).choice(len(test_images), min(n, len(test_images)), replace=False))
+  held_out = test_images[pick]
+  files.atomic_write(path, lambda fh: visualize.save_samples_figure(
+      fh, _prior_samples(ali_model, seed, n), held_out, ali_model.reconstruct(held_out).numpy()), mode="wb")
 
 
 def _ali_images(ali_model, test_images, seed):

@@ -154,14 +154,19 @@ def image_grid(images, columns=16, gap=2):
   return canvas
 
 
-def save_samples_figure(path, samples, real):
-  """The plugged generator's prior samples G_x(z), z ~ N(0, I), above real training images."""
-  top, bottom = image_grid(samples), image_grid(real)
-  fig, axes = plt.subplots(2, 1, figsize=(top.shape[1] / 40 + 0.4, (top.shape[0] + bottom.shape[0]) / 40 + 1.0))
-  for ax, image, title in ((axes[0], top, "prior samples G_x(z), z ~ N(0, I)"),
-                           (axes[1], bottom, "real training images")):
+def save_samples_figure(path, samples, real, reconstructions=None):
+  """The plugged generator's prior samples G_x(z), z ~ N(0, I), under real images and, when given, the
+  network's reconstructions of those same images (row k of one is row k of the other)."""
+  panels = [(image_grid(real), "held-out images" if reconstructions is not None else "real training images")]
+  if reconstructions is not None:
+    panels.append((image_grid(reconstructions), "reconstructions G_x(G_z(x)) of the images above"))
+  panels.append((image_grid(samples), "prior samples G_x(z), z ~ N(0, I)"))
+  width = max(image.shape[1] for image, _ in panels)
+  height = sum(image.shape[0] for image, _ in panels)
+  fig, axes = plt.subplots(len(panels), 1, figsize=(width / 40 + 0.4, height / 40 + 0.5 * len(panels)))
+  for ax, (image, title) in zip(axes, panels):
     _show(ax, image)
     ax.set_title(title, fontsize=8)
     ax.axis("off")
-  fig.savefig(path, format="png", dpi=100)
+  fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
   plt.close(fig)

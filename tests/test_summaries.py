@@ -93,6 +93,21 @@ def test_static_figures_are_real_images(run_dir, name, size):
   assert np.asarray(image.convert("L")).std() > 5
 
 
+def test_ali_figure_shows_held_out_images_their_reconstructions_and_prior_samples(run_dir, tmp_path):
+  assert Image.open(run_dir / "samples.png").format == "PNG"
+  from fden_tf import visualize
+  # Known answer: white images, black reconstructions, mid-grey samples; a panel each, top to bottom.
+  white, black, grey = (np.full((4, 8, 8, 1), v, np.float32) for v in (1.0, 0.0, 0.5))
+  visualize.save_samples_figure(tmp_path / "three.png", grey, white, black)
+  visualize.save_samples_figure(tmp_path / "two.png", grey, white)
+  three = np.asarray(Image.open(tmp_path / "three.png").convert("L"), np.float32)
+  two = Image.open(tmp_path / "two.png")
+  assert three.shape[0] > two.size[1]  # one more panel
+  dark_rows = np.flatnonzero((three < 30).mean(axis=1) > 0.1)  # the black reconstructions' rows
+  grey_rows = np.flatnonzero((np.abs(three - 128) < 20).mean(axis=1) > 0.1)
+  assert dark_rows.size and grey_rows.size and dark_rows.max() < grey_rows.max()
+
+
 def test_sprite_and_metadata_rules():
   images = np.zeros((5, 4, 4, 1), np.float32)
   assert projector.sprite(images).shape == (12, 12, 3)
