@@ -268,7 +268,10 @@ def flowers_cpu() -> Config:
   64x64x3 is 12 times 32x32x1). Measured in one invocation of the command above (2026-12-03, same VM): 36 min
   wall; D 0.81 / 0.16 over the second half (not saturated; each of these alone or in pairs still let D win,
   docs/results.md), prior-sample score 0.017 (was 0.35), reconstruction MSE 0.0300 (was 0.0280); f_ide
-  47.10% +- 1.30%, z 37.20%, pixels 37.64%, f_sty 27.72%."""
+  47.10% +- 1.30%, z 37.20%, pixels 37.64%, f_sty 27.72%. The same command on 2026-12-04 (another VM of
+  that kind, 19 min 21 s): f_ide 42.56%, z 38.20%, f_sty 28.02% (round-off makes another ALI). FDEN's 1,500
+  steps are not a time cut: 750-3,000 steps give 42.6-43.4% on that ALI, 6,000 40.9%, 15,000 35.4% (FDEN
+  overfits the 82 training species)."""
   return Config(data=DataConfig(dataset="oxford_flowers102", image_size=64, channels=3),
                 ali=ALIConfig(architecture="celeba", width=0.125, latent_dim=128, batch_size=64, steps=3000,
                               learning_rate=2e-4, reconstruction_weight=1 / 12, prior_matching_weight=100.0,
