@@ -27,6 +27,9 @@ class DataConfig:
   # evaluation) and the folder of the Vinyals split lists (None: downloaded once and cached).
   split: str = "vinyals"
   splits_dir: Optional[str] = None
+  # omniglot "lake" only: the training characters' 90/180/270-degree rotations as training classes of their
+  # own (the test characters stay upright). Measured in docs/results.md ("Omniglot, Lake's protocol").
+  train_rotations: bool = False
   # glyphs only: how many classes to generate and how many of them are held out as unseen test classes.
   glyphs_classes: int = 1200
   glyphs_test_classes: int = 200
@@ -97,6 +100,10 @@ class FDENConfig:
   # once, beside the originals; the test split is never mirrored). Only for data whose classes a mirror
   # keeps (flowers; not glyphs or Omniglot's characters).
   cache_mirrors: bool = False
+  # Beyond the paper: FDEN also trains on the codes of this many randomly jittered copies of each training
+  # image (rotation up to 10 degrees, scale 0.9-1.1, shift up to 6% of the side: data/augment.py), encoded
+  # once beside the originals and labelled as them; the test split is never jittered.
+  cache_jitters: int = 0
   # The few-shot task: C-way K-shot episodes with Q query samples per class, evaluated on unseen classes.
   way: int = 5
   shot: int = 1

@@ -35,6 +35,7 @@ from fden_tf import train_ali
 from fden_tf import train_fden
 from fden_tf import training_loop
 from fden_tf import visualize
+from fden_tf.data import augment
 from fden_tf.data import episodes
 from fden_tf.data import glyphs
 
@@ -72,14 +73,18 @@ def _translation_pairs(split, pairs, seed):
   return split.images[a], split.images[b]
 
 
-def fden_training_codes(plugged, train_split, z_train, mirrors, show_progress=False):
+def fden_training_codes(plugged, train_split, z_train, mirrors, jitters=0, seed=0, show_progress=False):
   """FDEN's training codes and labels: the cache `z_train` of `train_split`, followed by the codes of its
-  horizontally mirrored images (encoded once, labelled as their originals) when `mirrors`."""
-  if not mirrors:
+  horizontally mirrored images when `mirrors` and of `jitters` randomly jittered copies of it
+  (data/augment.py, seeded), each encoded once and labelled as its original."""
+  # Each copy is as large as the split: made when its turn to be encoded comes.
+  copies = [lambda: train_split.images[:, :, ::-1]] if mirrors else []
+  copies += [lambda i=i: augment.jitter(train_split.images, seed=seed + 1 + i) for i in range(jitters)]
+  if not copies:
     return z_train, train_split.labels
-  z_mirrored = plugin.encode_all(plugged, train_split.images[:, :, ::-1], show_progress=show_progress,
-                                 desc="caching mirrored train latents")
-  return np.concatenate([z_train, z_mirrored]), np.concatenate([train_split.labels, train_split.labels])
+  codes = [plugin.encode_all(plugged, make(), show_progress=show_progress, desc="caching augmented train latents")
+           for make in copies]
+  return np.concatenate([z_train, *codes]), np.tile(train_split.labels, 1 + len(copies))
 
 
 def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = "all", ali_dir=None,
@@ -175,7 +180,7 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
     z_test = plugin.encode_all(plugged, data.test.images, show_progress=show_progress,
                                desc="caching test latents")
     z_fden, labels_fden = fden_training_codes(plugged, data.train, z_train, config.fden.cache_mirrors,
-                                              show_progress)
+                                              config.fden.cache_jitters, config.seed, show_progress)
     timings["cache"] = time.time() - t
 
     # Phase 3: FDEN.

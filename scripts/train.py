@@ -39,6 +39,8 @@ flags.DEFINE_string("data_dir", None, "Folder the dataset is read from: for omni
                     "folders; for TFDS datasets TFDS's data directory.")
 flags.DEFINE_enum("split", "vinyals", ["vinyals", "lake"], "Omniglot protocol: vinyals (the paper's: rotations "
                   "as classes, trainval.txt / test.txt) or lake (images_background -> images_evaluation).")
+flags.DEFINE_boolean("train_rotations", False, "With --split=lake: the background characters' 90/180/270-degree "
+                     "rotations as training classes of their own (3,856 classes); test characters stay upright.")
 flags.DEFINE_string("splits_dir", None, "Folder holding the Vinyals split lists trainval.txt and test.txt "
                     "(default: downloaded once from jakesnell/prototypical-networks and cached).")
 flags.DEFINE_integer("image_size", None, "Square image size: 32 (ALI's SVHN model) or 64 (its CelebA model); "
@@ -95,6 +97,9 @@ flags.DEFINE_enum("standardize_latents", None, ["none", "per_dimension", "global
 flags.DEFINE_boolean("cache_mirrors", None, "Also train FDEN on the codes of the horizontally mirrored "
                      "training images, encoded once (beyond the paper): for data whose classes a mirror keeps, "
                      "such as flowers; not glyphs or characters.")
+flags.DEFINE_integer("cache_jitters", None, "Also train FDEN on the codes of this many randomly jittered copies "
+                     "of each training image (rotation <= 10 degrees, scale 0.9-1.1, shift <= 6%), encoded once "
+                     "(beyond the paper; default 0).")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both stages.")
 flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
                      "checkpoint at a reduced learning rate.")
@@ -126,7 +131,8 @@ def build_config():
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_instance_noise",
-               "alpha", "identity_swap_weight", "style_bottleneck_weight", "clean_decoding_weight"):
+               "alpha", "identity_swap_weight", "style_bottleneck_weight", "clean_decoding_weight",
+               "cache_jitters"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
@@ -146,8 +152,11 @@ def build_config():
                      "works with your own --encoder/--decoder)")
   if FLAGS.output_dir is None:
     FLAGS.output_dir = os.path.join("runs", dataset)
+  if FLAGS.train_rotations and (dataset != "omniglot" or FLAGS.split != "lake"):
+    raise ValueError("--train_rotations applies to --dataset=omniglot --split=lake (the Vinyals split lists "
+                     "already name their rotations)")
   data = dict(dataset=dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, splits_dir=FLAGS.splits_dir,
-              image_size=image_size, channels=channels)
+              train_rotations=FLAGS.train_rotations, image_size=image_size, channels=channels)
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight",
                prior_matching_weight="ali_prior_matching_weight", instance_noise="ali_instance_noise",
@@ -162,7 +171,7 @@ def build_config():
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
                 style_bottleneck_weight="style_bottleneck_weight",
                 clean_decoding_weight="clean_decoding_weight", style_dim="style_dim",
-                cache_mirrors="cache_mirrors")
+                cache_mirrors="cache_mirrors", cache_jitters="cache_jitters")
   if FLAGS.standardize_latents is not None:
     fden["standardize_latents"] = FLAGS.standardize_latents != "none"
     if fden["standardize_latents"]:

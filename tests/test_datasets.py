@@ -105,6 +105,22 @@ def test_omniglot_lake_learns_from_background_and_tests_on_evaluation(fake_omnig
   _check_images(data.train, size=28)
 
 
+def test_omniglot_lake_train_rotations_add_rotated_training_classes_only(fake_omniglot):
+  root, _ = fake_omniglot
+  upright = omniglot.load_omniglot(str(root), "lake", image_size=28)
+  rotated = omniglot.load_omniglot(str(root), "lake", image_size=28, train_rotations=True)
+  assert rotated.train.num_classes == 4 * upright.train.num_classes == 20
+  assert rotated.train.class_names[:4] == [f"{upright.train.class_names[0]}/rot{d:03d}" for d in (0, 90, 180, 270)]
+  first = upright.train.images[upright.train.labels == 0]
+  for k in range(4):  # class 4c + k is character c turned k quarter turns counter-clockwise
+    np.testing.assert_array_equal(rotated.train.images[rotated.train.labels == k],
+                                  np.rot90(first, k=k, axes=(1, 2)))
+  np.testing.assert_array_equal(rotated.test.images, upright.test.images)  # Lake's test task is unchanged
+  assert rotated.test.class_names == upright.test.class_names
+  with pytest.raises(ValueError, match="applies to Lake's protocol"):
+    omniglot.load_omniglot(str(root), "vinyals", str(root / "splits"), train_rotations=True)
+
+
 def test_omniglot_extracted_folders_read_the_same_as_the_zips(tmp_path, fake_omniglot):
   root, _ = fake_omniglot
   extracted = tmp_path / "extracted"

@@ -93,6 +93,21 @@ def test_mirrored_training_codes_are_the_mirror_images_codes_labelled_as_their_o
   np.testing.assert_array_equal(labels, np.concatenate([train.labels, train.labels]))
 
 
+def test_jittered_training_codes_follow_the_originals_and_mirrors_in_order_labelled_as_them():
+  from fden_tf.data import augment
+  from fden_tf.data import split as split_lib
+  plugged = plugin.FrozenAutoencoder(lambda x: tf.reshape(x, [tf.shape(x)[0], -1]), lambda z: z)  # code = pixels
+  images = np.random.default_rng(1).uniform(size=(6, 8, 8, 1)).astype(np.float32)
+  train = split_lib.Split(images, np.arange(6, dtype=np.int32) % 2, ["a", "b"])
+  z = plugin.encode_all(plugged, images)
+  codes, labels = pipeline.fden_training_codes(plugged, train, z, mirrors=True, jitters=2, seed=5)
+  flat = lambda x: x.reshape(len(x), -1)
+  np.testing.assert_array_equal(codes, np.concatenate([flat(images), flat(images[:, :, ::-1]),
+                                                       flat(augment.jitter(images, seed=6)),
+                                                       flat(augment.jitter(images, seed=7))]))
+  np.testing.assert_array_equal(labels, np.tile(train.labels, 4))
+
+
 class _LinearEncoder(tf.Module):
   """A tf.Module with its own variable: what tf.saved_model.save writes for a non-Keras network."""
 

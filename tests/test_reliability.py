@@ -170,6 +170,8 @@ def _bad_inputs(tmp_path, uninterrupted):
                                        "has no trainval.txt"),
       "omniglot without archives": (["--dataset=omniglot", "--split=lake", f"--data_dir={empty}"],
                                     "holds neither images_background.zip"),
+      "rotations outside lake": (["--dataset=omniglot", "--train_rotations"], "applies to --dataset=omniglot "
+                                 "--split=lake"),
       "way above test classes": (["--way=500"], "larger than the 20 classes"),
       "shot + query above samples": (["--shot=8", "--query=5"], "exceeds the 10 samples"),
       "training way above train classes": (["--train_way=5000"], "--train_way=5000 is larger than the 200 "
@@ -192,7 +194,7 @@ def _bad_inputs(tmp_path, uninterrupted):
 
 
 BAD_INPUT_CASES = ["unknown dataset", "missing data dir", "empty data dir", "data dir lacks a split",
-                   "omniglot split lists missing", "omniglot without archives",
+                   "omniglot split lists missing", "omniglot without archives", "rotations outside lake",
                    "way above test classes", "shot + query above samples",
                    "training way above train classes", "ali_dir image size",
                    "ali_dir channels", "ali_dir latent size", "ali_dir without checkpoint",

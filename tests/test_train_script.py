@@ -128,31 +128,47 @@ def test_tensorflow_is_quiet_by_default(monkeypatch):
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == cli.QUIET_TF_LOG_LEVEL
 
 
-def test_the_lever_flags_reach_the_config_and_refuse_bad_values(tmp_path):
+def _built_config(flags, fields):
+  """The values of `fields` (expressions of the Config `c`) that scripts/train.py's build_config makes of
+  `flags`, in a fresh interpreter (absl parses flags once per process)."""
   code = f"""
 import importlib.util, json, sys
 sys.path.insert(0, {ROOT!r})
 spec = importlib.util.spec_from_file_location("train_script", {os.path.join(ROOT, "scripts", "train.py")!r})
 train = importlib.util.module_from_spec(spec); spec.loader.exec_module(train)
-train.FLAGS(["train.py", "--ali_prior_matching_weight=10", "--ali_instance_noise=0.1", "--alpha=2",
-             "--identity_swap_weight=0.5", "--style_bottleneck_weight=0.3", "--clean_decoding_weight=0",
-             "--style_dim=4", "--standardize_latents=per_dimension", "--ali_discriminator_lr_factor=0.3"])
+train.FLAGS(["train.py", *{list(flags)!r}])
 c = train.build_config()
-print(json.dumps([c.ali.prior_matching_weight, c.ali.instance_noise, c.fden.alpha, c.fden.identity_swap_weight,
-                  c.fden.style_bottleneck_weight, c.fden.clean_decoding_weight, c.fden.style_dim,
-                  c.fden.standardize_latents, c.fden.standardization, c.ali.discriminator_lr_factor]))
+print(json.dumps([{", ".join(fields)}]))
 """
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
-  # Every value differs from the cpu preset's (100, 0.2, 0.2, 0.07, 0.1, 0.07, 8, True, global, 1): each
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_lever_flags_reach_the_config_and_refuse_bad_values(tmp_path):
+  values = _built_config(
+      ["--ali_prior_matching_weight=10", "--ali_instance_noise=0.1", "--alpha=2", "--identity_swap_weight=0.5",
+       "--style_bottleneck_weight=0.3", "--clean_decoding_weight=0", "--style_dim=4",
+       "--standardize_latents=per_dimension", "--ali_discriminator_lr_factor=0.3", "--cache_jitters=2"],
+      ["c.ali.prior_matching_weight", "c.ali.instance_noise", "c.fden.alpha", "c.fden.identity_swap_weight",
+       "c.fden.style_bottleneck_weight", "c.fden.clean_decoding_weight", "c.fden.style_dim",
+       "c.fden.standardize_latents", "c.fden.standardization", "c.ali.discriminator_lr_factor",
+       "c.fden.cache_jitters"])
+  # Every value differs from the cpu preset's (100, 0.2, 0.2, 0.07, 0.1, 0.07, 8, True, global, 1, 0): each
   # came from its flag.
-  assert json.loads(result.stdout.strip().splitlines()[-1]) == [10.0, 0.1, 2.0, 0.5, 0.3, 0.0, 4, True,
-                                                                "per_dimension", 0.3]
+  assert values == [10.0, 0.1, 2.0, 0.5, 0.3, 0.0, 4, True, "per_dimension", 0.3, 2]
   for flag, message in (("--ali_instance_noise=-0.1", "--ali_instance_noise must be >= 0, got -0.1"),
                         ("--clean_decoding_weight=-1", "--clean_decoding_weight must be >= 0, got -1.0"),
+                        ("--cache_jitters=-1", "--cache_jitters must be >= 0, got -1"),
                         ("--style_dim=0", "--style_dim must be positive, got 0"),
                         ("--ali_discriminator_lr_factor=0",
                          "--ali_discriminator_lr_factor must be positive, got 0.0")):
     result = run_script("train.py", flag, f"--output_dir={tmp_path / 'run'}")
     assert result.returncode == 2 and result.stderr.strip().endswith(message)
   assert not (tmp_path / "run").exists()
+
+
+def test_train_rotations_reaches_the_data_config_with_lakes_protocol():
+  fields = ["c.data.split", "c.data.train_rotations"]
+  assert _built_config(["--dataset=omniglot", "--split=lake", "--train_rotations"], fields) == ["lake", True]
+  assert _built_config(["--dataset=omniglot", "--split=lake"], fields) == ["lake", False]

@@ -21,7 +21,7 @@ def _load_glyphs(c) -> FewShotData:
 
 
 def _load_omniglot(c) -> FewShotData:
-  return omniglot.load_omniglot(c.data_dir, c.split, c.splits_dir, c.image_size)
+  return omniglot.load_omniglot(c.data_dir, c.split, c.splits_dir, c.image_size, c.train_rotations)
 
 
 def _load_folder(c) -> FewShotData:

@@ -13,7 +13,9 @@ Two protocols (`split`):
   0/90/180/270 degrees being new classes; train on the 4,800 classes of `trainval.txt`, test on the 1,692
   of `test.txt` (split lists of jakesnell/prototypical-networks, one `Alphabet/characterNN/rotDDD` a line).
 * ``lake``, Lake's original: learn from the 964 characters of `images_background` only, test on the 659 of
-  `images_evaluation`; no rotations.
+  `images_evaluation`; no rotations. With `train_rotations`, each background character's rotations by
+  90/180/270 degrees become training classes of their own (3,856 classes, Vinyals et al.'s augmentation);
+  the test characters stay upright, so the test task is Lake's.
 
 Images: the 105x105 1-bit drawings are read as 8-bit grayscale, resized with PIL's Lanczos filter to
 `image_size` (32, as the paper's code did; so strokes become anti-aliased grey levels), and inverted so that
@@ -157,13 +159,27 @@ def _split(classes) -> Split:
   return Split(images, labels, [name for name, _ in classes])
 
 
-def assemble(characters: dict, protocol: str = "vinyals", lists: dict = None) -> FewShotData:
-  """The class-disjoint FewShotData of `protocol` from `read_archives`/`read_tfds` output."""
+def _check_protocol(protocol, train_rotations):
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"unknown Omniglot split {protocol!r}; choose one of {PROTOCOLS}")
+  if train_rotations and protocol != "lake":
+    raise ValueError("train_rotations applies to Lake's protocol (--split=lake); the Vinyals split lists "
+                     "already name their rotations")
+
+
+def _with_rotations(classes):
+  """[(key, images)] -> every class at 0/90/180/270 degrees, as `key/rotDDD` classes (counter-clockwise)."""
+  return [(f"{key}/rot{90 * k:03d}", np.rot90(imgs, k=k, axes=(1, 2))) for key, imgs in classes for k in range(4)]
+
+
+def assemble(characters: dict, protocol: str = "vinyals", lists: dict = None,
+             train_rotations: bool = False) -> FewShotData:
+  """The class-disjoint FewShotData of `protocol` from `read_archives`/`read_tfds` output; `train_rotations`
+  (Lake's protocol only) adds the training characters' rotations as training classes."""
+  _check_protocol(protocol, train_rotations)
   if protocol == "lake":
     train, test = ([(key, imgs) for key, imgs in sorted(characters[a].items())] for a in ARCHIVES)
-    return FewShotData("omniglot", _split(train), _split(test))
-  if protocol != "vinyals":
-    raise ValueError(f"unknown Omniglot split {protocol!r}; choose one of {PROTOCOLS}")
+    return FewShotData("omniglot", _split(_with_rotations(train) if train_rotations else train), _split(test))
   by_key = {key: imgs for archive in ARCHIVES for key, imgs in characters[archive].items()}
 
   def rotated(line):
@@ -183,11 +199,11 @@ def assemble(characters: dict, protocol: str = "vinyals", lists: dict = None) ->
   return FewShotData("omniglot", _split(train), _split(test))
 
 
-def load_omniglot(data_dir=None, protocol="vinyals", splits_dir=None, image_size=32) -> FewShotData:
+def load_omniglot(data_dir=None, protocol="vinyals", splits_dir=None, image_size=32,
+                  train_rotations=False) -> FewShotData:
   """Omniglot under `protocol`, from the archives in `data_dir` when it holds them, else from TFDS
   (with `data_dir` as TFDS's data directory)."""
-  if protocol not in PROTOCOLS:
-    raise ValueError(f"unknown Omniglot split {protocol!r}; choose one of {PROTOCOLS}")
+  _check_protocol(protocol, train_rotations)
   lists = split_lists(splits_dir) if protocol == "vinyals" else None  # fail fast, before decoding
   if data_dir and not os.path.isdir(data_dir):
     raise FileNotFoundError(f"--data_dir {data_dir} does not exist or is not a folder")
@@ -198,4 +214,4 @@ def load_omniglot(data_dir=None, protocol="vinyals", splits_dir=None, image_size
                             "images_evaluation.zip (or their folders) nor a TFDS omniglot/ folder")
   else:
     characters = read_tfds(data_dir, image_size)
-  return assemble(characters, protocol, lists)
+  return assemble(characters, protocol, lists, train_rotations)
