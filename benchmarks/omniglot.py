@@ -39,6 +39,8 @@ flags.DEFINE_list("settings", ["5w1s", "5w5s", "20w1s"], "Few-shot settings, <wa
 flags.DEFINE_integer("ali_steps", None, "Override the preset's ALI steps (for quick trials).")
 flags.DEFINE_integer("fden_steps", None, "Override the preset's FDEN steps (for quick trials).")
 flags.DEFINE_integer("eval_episodes", None, "Override the 1,000 test episodes (for quick trials).")
+flags.DEFINE_integer("cache_jitters", None, "Override the preset's jittered copies of each training image in "
+                     "FDEN's latent cache (FDENConfig.cache_jitters).")
 flags.DEFINE_boolean("progress", True, "Progress lines on a terminal.")
 
 # Table 1 of the paper (Omniglot, accuracy %): FDEN from f_ide, and Prototypical Networks on raw images.
@@ -82,8 +84,8 @@ def main(argv):
     settings = {name: parse_setting(name) for name in FLAGS.settings}
     config = config_lib.get("omniglot_" + FLAGS.preset)
     overrides = {k: v for k, v in (("steps", FLAGS.ali_steps),) if v}
-    fden_overrides = {k: v for k, v in (("steps", FLAGS.fden_steps), ("eval_episodes", FLAGS.eval_episodes))
-                      if v}
+    fden_overrides = {k: v for k, v in (("steps", FLAGS.fden_steps), ("eval_episodes", FLAGS.eval_episodes),
+                                        ("cache_jitters", FLAGS.cache_jitters)) if v is not None}
     config = config.replace(data={"data_dir": FLAGS.data_dir, "splits_dir": FLAGS.splits_dir}, ali=overrides,
                             fden=fden_overrides)
     # The ALI run records no FDEN settings of its own (it uses none): the FDEN runs below hold them.

@@ -36,12 +36,14 @@ def check_architecture(ali_config, image_shape):
                      f"has {image_shape[0]}x{image_shape[1]}; pass --image_size={size} or another architecture")
 
 
-def check_standardization(fden_config):
-  """FDENConfig.standardization names one of fden.LatentStatistics' two scales (a hand-built config would
-  otherwise fail only when FDEN is built, after ALI has trained)."""
+def check_fden_options(fden_config):
+  """FDEN options a hand-built config could get wrong and that would otherwise fail only after ALI has
+  trained: standardization names one of fden.LatentStatistics' two scales; cache_jitters counts copies."""
   if fden_config.standardization not in config_lib.STANDARDIZATIONS:
     raise ValueError(f"unknown standardization {fden_config.standardization!r}; choose one of "
                      f"{config_lib.STANDARDIZATIONS}")
+  if fden_config.cache_jitters < 0:
+    raise ValueError(f"cache_jitters must be >= 0, got {fden_config.cache_jitters}")
 
 
 def recorded_image_shape(ali_run_dir):
@@ -104,7 +106,7 @@ def check(config, output_dir, stage="all", ali_dir=None, plugged=False, overwrit
   existing run in `output_dir` recorded. writer: whether this process writes `output_dir` (False on a
   cluster's non-chief workers)."""
   _check_stage(stage, ali_dir, plugged)
-  check_standardization(config.fden)
+  check_fden_options(config.fden)
   data = data or datasets.load(config.data)
   f = config.fden
   # The test split first: it usually has fewer classes, and its episodes are the ones the user asked for.
