@@ -84,8 +84,10 @@ def main(argv):
     settings = {name: parse_setting(name) for name in FLAGS.settings}
     config = config_lib.get("omniglot_" + FLAGS.preset)
     overrides = {k: v for k, v in (("steps", FLAGS.ali_steps),) if v}
-    fden_overrides = {k: v for k, v in (("steps", FLAGS.fden_steps), ("eval_episodes", FLAGS.eval_episodes),
-                                        ("cache_jitters", FLAGS.cache_jitters)) if v is not None}
+    fden_overrides = {k: v for k, v in (("steps", FLAGS.fden_steps), ("eval_episodes", FLAGS.eval_episodes))
+                      if v}
+    if FLAGS.cache_jitters is not None:  # 0 is a value of its own: no jitter, whatever the preset holds
+      fden_overrides["cache_jitters"] = FLAGS.cache_jitters
     config = config.replace(data={"data_dir": FLAGS.data_dir, "splits_dir": FLAGS.splits_dir}, ali=overrides,
                             fden=fden_overrides)
     # The ALI run records no FDEN settings of its own (it uses none): the FDEN runs below hold them.

@@ -77,14 +77,17 @@ def fden_training_codes(plugged, train_split, z_train, mirrors, jitters=0, seed=
   """FDEN's training codes and labels: the cache `z_train` of `train_split`, followed by the codes of its
   horizontally mirrored images when `mirrors` and of `jitters` randomly jittered copies of it
   (data/augment.py, seeded), each encoded once and labelled as its original."""
-  # Each copy is as large as the split: made when its turn to be encoded comes.
-  copies = [lambda: train_split.images[:, :, ::-1]] if mirrors else []
-  copies += [lambda i=i: augment.jitter(train_split.images, seed=seed + 1 + i) for i in range(jitters)]
-  if not copies:
+  def copies():  # one at a time: each is as large as the split
+    if mirrors:
+      yield train_split.images[:, :, ::-1]
+    for i in range(jitters):
+      yield augment.jitter(train_split.images, seed=seed + 1 + i)
+
+  codes = [plugin.encode_all(plugged, images, show_progress=show_progress, desc="caching augmented train latents")
+           for images in copies()]
+  if not codes:
     return z_train, train_split.labels
-  codes = [plugin.encode_all(plugged, make(), show_progress=show_progress, desc="caching augmented train latents")
-           for make in copies]
-  return np.concatenate([z_train, *codes]), np.tile(train_split.labels, 1 + len(copies))
+  return np.concatenate([z_train, *codes]), np.tile(train_split.labels, 1 + len(codes))
 
 
 def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = "all", ali_dir=None,

@@ -152,9 +152,6 @@ def build_config():
                      "works with your own --encoder/--decoder)")
   if FLAGS.output_dir is None:
     FLAGS.output_dir = os.path.join("runs", dataset)
-  if FLAGS.train_rotations and (dataset != "omniglot" or FLAGS.split != "lake"):
-    raise ValueError("--train_rotations applies to --dataset=omniglot --split=lake (the Vinyals split lists "
-                     "already name their rotations)")
   data = dict(dataset=dataset, data_dir=FLAGS.data_dir, split=FLAGS.split, splits_dir=FLAGS.splits_dir,
               train_rotations=FLAGS.train_rotations, image_size=image_size, channels=channels)
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",

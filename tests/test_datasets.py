@@ -117,8 +117,10 @@ def test_omniglot_lake_train_rotations_add_rotated_training_classes_only(fake_om
                                   np.rot90(first, k=k, axes=(1, 2)))
   np.testing.assert_array_equal(rotated.test.images, upright.test.images)  # Lake's test task is unchanged
   assert rotated.test.class_names == upright.test.class_names
-  with pytest.raises(ValueError, match="applies to Lake's protocol"):
+  with pytest.raises(ValueError, match="applies to --dataset=omniglot --split=lake only"):
     omniglot.load_omniglot(str(root), "vinyals", str(root / "splits"), train_rotations=True)
+  with pytest.raises(ValueError, match="applies to --dataset=omniglot --split=lake only"):
+    datasets.load(config_lib.DataConfig(dataset="glyphs", train_rotations=True))
 
 
 def test_omniglot_extracted_folders_read_the_same_as_the_zips(tmp_path, fake_omniglot):

@@ -51,6 +51,8 @@ def load(data_config) -> FewShotData:
   c = data_config
   if c.dataset in GRAYSCALE and c.channels != 1:
     raise ValueError(f"{c.dataset} is grayscale: --channels must be 1, got {c.channels}")
+  if c.train_rotations and c.dataset != "omniglot":  # the omniglot loader checks the split
+    raise ValueError(omniglot.ROTATIONS_ONLY_FOR_LAKE)
   if c.dataset in LOADERS:
     return LOADERS[c.dataset](c)
   return tfds_images.load_tfds(c.dataset, c.data_dir, c.image_size, c.channels, c.test_fraction, c.seed)

@@ -37,6 +37,9 @@ from fden_tf.data.split import FewShotData, Split
 ARCHIVES = ("images_background", "images_evaluation")  # TFDS's "train" and "test"
 PROTOCOLS = ("vinyals", "lake")
 SPLIT_LISTS = ("trainval", "test")
+# The one message for train_rotations where it does not apply (any split but Lake's, any other dataset).
+ROTATIONS_ONLY_FOR_LAKE = ("train_rotations applies to --dataset=omniglot --split=lake only (Lake's protocol; "
+                           "the Vinyals split lists already name their rotations)")
 SPLITS_URL = ("https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/data/omniglot/"
               "splits/vinyals/{}.txt")
 DEFAULT_SPLITS_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "fden_tf", "omniglot_splits")
@@ -163,8 +166,7 @@ def _check_protocol(protocol, train_rotations):
   if protocol not in PROTOCOLS:
     raise ValueError(f"unknown Omniglot split {protocol!r}; choose one of {PROTOCOLS}")
   if train_rotations and protocol != "lake":
-    raise ValueError("train_rotations applies to Lake's protocol (--split=lake); the Vinyals split lists "
-                     "already name their rotations")
+    raise ValueError(ROTATIONS_ONLY_FOR_LAKE)
 
 
 def _with_rotations(classes):
