@@ -41,6 +41,8 @@ flags.DEFINE_integer("fden_steps", None, "Override the preset's FDEN steps (for 
 flags.DEFINE_integer("eval_episodes", None, "Override the 1,000 test episodes (for quick trials).")
 flags.DEFINE_integer("cache_jitters", None, "Override the preset's jittered copies of each training image in "
                      "FDEN's latent cache (FDENConfig.cache_jitters).")
+flags.DEFINE_integer("style_dim", None, "Override the preset's size of f_sty (FDENConfig.style_dim; the preset's "
+                     "None is Dim, the paper's).")
 flags.DEFINE_boolean("progress", True, "Progress lines on a terminal.")
 
 # Table 1 of the paper (Omniglot, accuracy %): FDEN from f_ide, and Prototypical Networks on raw images.
@@ -61,6 +63,16 @@ def parse_setting(text):
   if not (way.isdigit() and shot.isdigit() and int(way) > 0 and int(shot) > 0):
     raise ValueError(f"--settings: {text!r} is not of the form <way>w<shot>s, e.g. 5w1s")
   return {"way": int(way), "shot": int(shot), "query": QUERIES.get(text.lower(), DEFAULT_QUERIES)}
+
+
+def fden_overrides(steps=None, eval_episodes=None, cache_jitters=None, style_dim=None):
+  """The FDENConfig fields the flags change. steps and eval_episodes: None or 0 keep the preset's (quick
+  trials only shorten); cache_jitters and style_dim: None keeps the preset's, any other value replaces it
+  (0 jitters is a value of its own: none, whatever the preset holds)."""
+  overrides = {k: v for k, v in (("steps", steps), ("eval_episodes", eval_episodes)) if v}
+  overrides.update({k: v for k, v in (("cache_jitters", cache_jitters), ("style_dim", style_dim))
+                    if v is not None})
+  return overrides
 
 
 def markdown_table(results):
@@ -84,12 +96,10 @@ def main(argv):
     settings = {name: parse_setting(name) for name in FLAGS.settings}
     config = config_lib.get("omniglot_" + FLAGS.preset)
     overrides = {k: v for k, v in (("steps", FLAGS.ali_steps),) if v}
-    fden_overrides = {k: v for k, v in (("steps", FLAGS.fden_steps), ("eval_episodes", FLAGS.eval_episodes))
-                      if v}
-    if FLAGS.cache_jitters is not None:  # 0 is a value of its own: no jitter, whatever the preset holds
-      fden_overrides["cache_jitters"] = FLAGS.cache_jitters
     config = config.replace(data={"data_dir": FLAGS.data_dir, "splits_dir": FLAGS.splits_dir}, ali=overrides,
-                            fden=fden_overrides)
+                            fden=fden_overrides(FLAGS.fden_steps, FLAGS.eval_episodes, FLAGS.cache_jitters,
+                                                FLAGS.style_dim))
+    preflight.check_fden_options(config.fden)  # before ALI trains: the ALI run's own check sees no FDEN
     # The ALI run records no FDEN settings of its own (it uses none): the FDEN runs below hold them.
     ali_config = config.replace(fden=config_lib.FDENConfig())
     output_dir = FLAGS.output_dir or os.path.join("runs", f"omniglot_{FLAGS.preset}")

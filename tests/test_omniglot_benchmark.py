@@ -43,3 +43,12 @@ def test_setting_parsing_and_the_table(bench):
   assert lines[2] == ("| 5-way 1-shot | 88.3 | 98.8 | **90.00 ± 1.00** | 90.00 ± 1.00 | 90.00 ± 1.00 | 5 | "
                       "30-way 1-shot, 1 query, 4 a step |")
   assert lines[3].endswith("30-way 1-shot, 1 query, 4 a step (the FDEN of 5w1s) |")
+
+
+def test_flags_override_only_what_they_name(bench):
+  assert bench.fden_overrides() == {}
+  assert bench.fden_overrides(steps=0, eval_episodes=0) == {}  # 0: the preset's length, as before
+  assert bench.fden_overrides(steps=7, cache_jitters=0, style_dim=16) == {
+      "steps": 7, "cache_jitters": 0, "style_dim": 16}
+  config = config_lib.omniglot_cpu().replace(fden=bench.fden_overrides(style_dim=16))
+  assert (config.fden.style_dim, config.fden.cache_jitters) == (16, 2)

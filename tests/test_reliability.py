@@ -288,4 +288,6 @@ def test_an_unknown_standardization_is_refused_before_anything_trains(tmp_path):
     preflight.check(config, str(tmp_path / "run"))
   with pytest.raises(ValueError, match="cache_jitters must be >= 0, got -2"):
     preflight.check(config_lib.smoke().replace(fden={"cache_jitters": -2}), str(tmp_path / "run"))
+  with pytest.raises(ValueError, match=r"style_dim must be >= 1 \(or None: Dim\), got 0"):
+    preflight.check(config_lib.smoke().replace(fden={"style_dim": 0}), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
