@@ -172,8 +172,9 @@ def paper() -> Config:
 
 # The factorization levers beyond the paper as `cpu` and `flowers_cpu` take them: FDEN on globally
 # standardized codes, so the weights of the terms measured in z (alpha, identity swap, clean decoding) are
-# for codes of unit spread (docs/results.md, fourth ladder). Each preset adds its own style_dim.
-_STANDARDIZED_LEVERS = dict(standardize_latents=True, standardization="global", alpha=0.2,
+# for codes of unit spread (docs/results.md, fourth ladder; L_R's alpha was 0.2 there). Each preset adds its
+# own style_dim and alpha (cpu 0.4, flowers_cpu 0.8: fifth ladder and the flowers section).
+_STANDARDIZED_LEVERS = dict(standardize_latents=True, standardization="global",
                             identity_swap_weight=0.07, style_bottleneck_weight=0.1,
                             clean_decoding_weight=0.07)
 
@@ -216,8 +217,8 @@ def cpu() -> Config:
                               reconstruction_weight=1.0, prior_matching_weight=100.0, instance_noise=0.2,
                               checkpoint_every=500),
                 fden=FDENConfig(hidden_scale=0.5, steps=3000, learning_rate=1e-3, init_stddev=0.05,
-                                dropout=0.0, checkpoint_every=1000, style_dim=8,
-                                **dict(_STANDARDIZED_LEVERS, alpha=0.4), cache_jitters=2))
+                                dropout=0.0, checkpoint_every=1000, style_dim=8, alpha=0.4, cache_jitters=2,
+                                **_STANDARDIZED_LEVERS))
 
 
 def smoke() -> Config:
@@ -314,8 +315,8 @@ def flowers_cpu() -> Config:
                               instance_noise=0.5, discriminator_lr_factor=0.1, checkpoint_every=500),
                 fden=FDENConfig(hidden_scale=0.5, steps=1500, learning_rate=1e-3, init_stddev=0.05,
                                 dropout=0.0, style_dim=32, cache_mirrors=True, train_way=20, train_shot=1,
-                                train_query=1, episodes_per_batch=8, checkpoint_every=1000,
-                                **dict(_STANDARDIZED_LEVERS, alpha=0.8)),
+                                train_query=1, episodes_per_batch=8, checkpoint_every=1000, alpha=0.8,
+                                **_STANDARDIZED_LEVERS),
                 metrics_samples=1000, metrics_mine_steps=300, metrics_translation_pairs=200)
 
 
