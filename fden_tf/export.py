@@ -567,7 +567,7 @@ def export_run(run_dir: str, export_base: str, name: str = None, allow_unfinishe
   name = name or os.path.basename(os.path.abspath(run_dir))
   _check_name(name)  # before the restore
   run = _restore(run_dir)
-  step, steps = checkpoint_step(run.fden_checkpoint), run.config.fden.steps
+  step, steps = checkpoint_step(run.fden_checkpoint), run.config.fden.total_steps
   if step < steps and not allow_unfinished:
     raise ValueError(f"{run_dir} is unfinished: its FDEN checkpoint {os.path.basename(run.fden_checkpoint)} "
                      f"is at step {step} of {steps}; finish it (re-run its scripts/train.py command, which "

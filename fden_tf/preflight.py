@@ -39,7 +39,7 @@ def check_architecture(ali_config, image_shape):
 def check_fden_options(fden_config):
   """FDEN options a hand-built config could get wrong and that would otherwise fail only after ALI has
   trained: standardization names one of fden.LatentStatistics' two scales; cache_jitters counts copies;
-  style_dim, where set, is a size."""
+  style_dim, where set, is a size; the Entangler refit counts steps and has a batch."""
   if fden_config.standardization not in config_lib.STANDARDIZATIONS:
     raise ValueError(f"unknown standardization {fden_config.standardization!r}; choose one of "
                      f"{config_lib.STANDARDIZATIONS}")
@@ -47,6 +47,10 @@ def check_fden_options(fden_config):
     raise ValueError(f"cache_jitters must be >= 0, got {fden_config.cache_jitters}")
   if fden_config.style_dim is not None and fden_config.style_dim < 1:
     raise ValueError(f"style_dim must be >= 1 (or None: Dim), got {fden_config.style_dim}")
+  if fden_config.entangler_refit_steps < 0:
+    raise ValueError(f"entangler_refit_steps must be >= 0, got {fden_config.entangler_refit_steps}")
+  if fden_config.entangler_refit_batch_size < 1:
+    raise ValueError(f"entangler_refit_batch_size must be >= 1, got {fden_config.entangler_refit_batch_size}")
 
 
 def recorded_image_shape(ali_run_dir):

@@ -56,6 +56,23 @@ def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: i
   return inputs
 
 
+def refit_inputs_fn(latents, batch_size: int, seed: int):
+  """`inputs(step, replica, replicas) -> {"z"}`: one replica's share of step `step`'s Entangler-refit batch,
+  `batch_size` codes drawn uniformly (with replacement) from (seed, step), a draw of its own (folded with 2:
+  the episodic steps' draws use the seed unfolded and folded with 1)."""
+  with tf.device("/cpu:0"):
+    latents = tf.convert_to_tensor(latents, tf.float32)
+  n = int(latents.shape[0])
+
+  def inputs(step, replica, replicas):
+    seed_t = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(seed, tf.int64), step]), 2)
+    rows = batch_size // replicas
+    indices = tf.random.stateless_uniform([batch_size], seed_t, minval=0, maxval=n, dtype=tf.int64)
+    return {"z": tf.gather(latents, indices[replica * rows:(replica + 1) * rows])}
+
+  return inputs
+
+
 def donsker_varadhan_share(t_joint, t_marginal):
   """Eq. 4 on a replica: its mean of T on joint pairs minus log E_marginal[exp(T)] over the *global*
   batch. Averaged over the replicas (all_sum of share / R) this is Eq. 4 on the global batch exactly;
@@ -158,6 +175,35 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
                    "grad_norm_m": tf.linalg.global_norm(g_m_theta),
                    "clip_fraction": gradients.clip_fraction(g_u_theta, g_m_theta)}
 
+  return _compile(strategy, replica_step, optimizer, variables, batch_spec)
+
+
+def make_refit_step(model: fden_lib.FDEN, optimizer, strategy=None, batch_spec=None):
+  """The compiled Entangler-refit step `step_fn(batch, poison) -> metrics`, for a batch from
+  `refit_inputs_fn`: L_R (Eq. 3) between the standardized codes and the Entangler's output from their
+  inference-mode (noiseless) factors, differentiated for the Entangler's variables only (phi); the
+  Disentangler and the statisticians do not move (`FDENConfig.entangler_refit_steps`)."""
+  strategy = strategy or tf.distribute.get_strategy()
+  phi = model.phi
+
+  def replica_step(batch, poison):
+    replicas = distribute.replicas_in_sync()
+    with tf.control_dependencies([distribute.check_replica(batch)]), tf.GradientTape() as tape:
+      z = model.standardize(batch["z"])
+      f_ide, f_sty = model.disentangler(z, training=False)  # the factors episodic training left
+      l_r = losses.reconstruction_loss_eq3(z, model.entangler(f_ide, f_sty, training=True)) + poison
+      share = l_r / replicas
+    grads, l_r = distribute.all_sum((tape.gradient(share, phi), share))
+    return grads, {"finite": gradients.all_finite([l_r] + grads), "l_r_refit": l_r}
+
+  return _compile(strategy, replica_step, optimizer, phi, batch_spec)
+
+
+def _compile(strategy, replica_step, optimizer, variables, batch_spec):
+  """`tf.function(step_fn(batch, poison) -> metrics)` around `replica_step(batch, poison) -> (grads of
+  `variables`, metrics)`, whose gradients and metrics are already global (all-summed): the gradients are
+  applied only when `metrics["finite"]`."""
+
   def step_fn(batch, poison):
     grads, metrics = strategy.run(replica_step, args=(batch, poison))
     metrics = distribute.local_value(strategy, metrics)  # the same on every replica
@@ -177,7 +223,9 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
 def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.ndarray, workdir: str,
           seed: int = 0, show_progress: bool = True, log_every: int = 100,
           guard=training_loop.Guard(), nonfinite_steps=(), hooks=None, strategy=None) -> dict:
-  """Trains FDEN episodically on `latents` [N, Dim] with class `labels` [N], resuming from `workdir`.
+  """Trains FDEN episodically on `latents` [N, Dim] with class `labels` [N], resuming from `workdir`, then
+  (steps `steps` to `total_steps`) refits its Entangler alone when `entangler_refit_steps` is set: one stage,
+  one step counter and one checkpoint series, so a run resumes anywhere in either phase.
 
   Episodes have the config's training composition (`training_episode`: train_way/shot/query, else the
   task's way/shot/query).
@@ -189,6 +237,9 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
   c = fden_config
   strategy = strategy or tf.distribute.get_strategy()
   distribute.check_divisible(strategy, c.episodes_per_batch, "episodes_per_batch")
+  refit = c.entangler_refit_steps > 0
+  if refit:
+    distribute.check_divisible(strategy, c.entangler_refit_batch_size, "entangler_refit_batch_size")
   sampler = episodes_lib.EpisodeSampler(labels, *c.training_episode)
   model.set_latent_statistics(latents)  # a pure function of the cache: the same again on resume
   if strategy.num_replicas_in_sync > 1:
@@ -196,14 +247,29 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
   with strategy.scope():
     optimizer = make_optimizer(c)
     optimizer.build(model.trainable_variables)  # before the first step (keras#23085 under a strategy)
-  stage = training_loop.Stage("FDEN", workdir, c.steps, c.checkpoint_every,
-                              dict(fden=model, optimizer=optimizer), [optimizer], log_every, guard, strategy)
+    refit_optimizer = make_optimizer(c) if refit else None  # fresh moments for the Entangler's new task
+    if refit:
+      refit_optimizer.build(model.phi)
+  # The refit's optimizer is checkpointed only when used, so runs without it keep their checkpoint layout.
+  objects = dict(fden=model, optimizer=optimizer, **({"refit_optimizer": refit_optimizer} if refit else {}))
+  stage = training_loop.Stage("FDEN", workdir, c.total_steps, c.checkpoint_every, objects,
+                              [optimizer] + ([refit_optimizer] if refit else []), log_every, guard, strategy)
   inputs = distribute.StepInputs(
       strategy, replica_inputs_fn(sampler, latents, c.episodes_per_batch, seed,
                         model.style_dim if c.style_bottleneck_weight else 0),
       c.steps)
   compiled = make_train_step(model, optimizer, sampler, c, strategy, inputs.element_spec)
-  step_fn = lambda step, poison: compiled(inputs(int(step)), poison)
+  if refit:
+    refit_inputs = distribute.StepInputs(
+        strategy, refit_inputs_fn(latents, c.entangler_refit_batch_size, seed), c.total_steps)
+    compiled_refit = make_refit_step(model, refit_optimizer, strategy, refit_inputs.element_spec)
+
+  def step_fn(step, poison):
+    step = int(step)
+    if step < c.steps:
+      return compiled(inputs(step), poison)
+    return compiled_refit(refit_inputs(step), poison)
+
   return training_loop.run(stage, step_fn, show_progress, nonfinite_steps, hooks)
 
 

@@ -205,8 +205,9 @@ def _save(manager, step, what):
 
 
 def _summarise(window, step, seconds, skipped):
-  keys = window[0].keys() if window else []
-  metrics = {k: sum(w[k] for w in window) / len(window) for k in keys}
+  """Each term's mean over the window's steps that report it (a stage's phases report different terms)."""
+  keys = dict.fromkeys(k for w in window for k in w)  # first-seen order
+  metrics = {k: sum(values) / len(values) for k in keys for values in [[w[k] for w in window if k in w]]}
   metrics.update(step=step, seconds=seconds, skipped_steps=skipped)
   return metrics
 

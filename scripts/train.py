@@ -100,6 +100,10 @@ flags.DEFINE_boolean("cache_mirrors", None, "Also train FDEN on the codes of the
 flags.DEFINE_integer("cache_jitters", None, "Also train FDEN on the codes of this many randomly jittered copies "
                      "of each training image (rotation <= 10 degrees, scale 0.9-1.1, shift <= 6%), encoded once "
                      "(beyond the paper; default 0).")
+flags.DEFINE_integer("entangler_refit_steps", None, "Steps that fit the Entangler alone to L_R (Eq. 3) on the "
+                     "noiseless factors after FDEN's episodic steps, everything else frozen (beyond the paper; "
+                     "0 = off; presets cpu, omniglot_cpu, flowers_cpu: 2000): z~ keeps closer to z, f_ide and "
+                     "f_sty are unchanged.")
 flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both stages.")
 flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
                      "checkpoint at a reduced learning rate.")
@@ -132,7 +136,7 @@ def build_config():
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_instance_noise",
                "alpha", "identity_swap_weight", "style_bottleneck_weight", "clean_decoding_weight",
-               "cache_jitters"):
+               "cache_jitters", "entangler_refit_steps"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
@@ -168,7 +172,8 @@ def build_config():
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
                 style_bottleneck_weight="style_bottleneck_weight",
                 clean_decoding_weight="clean_decoding_weight", style_dim="style_dim",
-                cache_mirrors="cache_mirrors", cache_jitters="cache_jitters")
+                cache_mirrors="cache_mirrors", cache_jitters="cache_jitters",
+                entangler_refit_steps="entangler_refit_steps")
   if FLAGS.standardize_latents is not None:
     fden["standardize_latents"] = FLAGS.standardize_latents != "none"
     if fden["standardize_latents"]:

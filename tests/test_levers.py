@@ -3,6 +3,7 @@ answers: ALI's instance noise, and FDEN's within-class identity swap on syntheti
 style parts are known, so translation can be scored against the truth in latent space."""
 
 import dataclasses
+import os
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ from fden_tf import config as config_lib
 from fden_tf import fden as fden_lib
 from fden_tf import train_ali
 from fden_tf import train_fden
+from fden_tf import training_loop
 
 
 def test_instance_noise_has_its_own_draws_and_leaves_the_others_unchanged():
@@ -108,3 +110,59 @@ def test_clean_decoding_trains_the_entangler_alone(tmp_path):
   others = model.disentangler.trainable_variables + model.statistician.trainable_variables
   assert not any(moved[id(v)] for v in others)
   assert metrics["l_clean_decoding"] < first
+
+
+def _refit_config(steps, refit_steps):
+  return dataclasses.replace(config_lib.smoke().fden, steps=steps, style_dim=3, style_bottleneck_weight=0.1,
+                             entangler_refit_steps=refit_steps, entangler_refit_batch_size=64,
+                             checkpoint_every=steps)
+
+
+def test_entangler_refit_moves_only_the_entangler_and_brings_z_tilde_to_z(tmp_path):
+  """FDENConfig.entangler_refit_steps: after the episodic steps, the Entangler alone is fit to Eq. 3 on the
+  noiseless factors. Against the same run without the refit, the Disentangler and F_mi (their batch norm's
+  statistics too) end the same, so f_ide and f_sty do; every Entangler kernel moved, and ||z - z~||^2 on
+  the training codes fell."""
+  rng = np.random.default_rng(0)
+  z_train, labels, _, _ = _synthetic_codes(rng, 20, 6, np.linalg.qr(rng.normal(size=(8, 8)))[0])
+
+  def train(refit_steps):
+    c = _refit_config(steps=100, refit_steps=refit_steps)
+    keras.utils.set_random_seed(0)
+    model = fden_lib.FDEN.from_config_section(8, c)
+    workdir = str(tmp_path / str(refit_steps))
+    metrics = train_fden.train(model, c, z_train, labels, workdir, show_progress=False, log_every=100)
+    return model, metrics, training_loop.read_log(os.path.join(workdir, "train_log.jsonl"))
+
+  episodic, _, _ = train(0)
+  model, metrics, log = train(600)
+  assert "l_r_refit" in metrics and "l_c" not in metrics  # the last window is the refit's
+  assert [("l_c" in r, "l_r_refit" in r) for r in log] == [(True, False)] + [(False, True)] * 6
+  frozen = lambda m: m.disentangler.variables + m.statistician.variables
+  for a, b in zip(frozen(episodic), frozen(model)):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+  for a, b in zip(episodic.entangler.variables, model.entangler.variables):
+    if "kernel" in a.name:
+      assert not np.allclose(a.numpy(), b.numpy()), a.name
+  error = lambda m: float(np.mean(np.sum((z_train - m(tf.constant(z_train))[2].numpy()) ** 2, 1)))
+  # Measured: 19.4 -> 9.1 (||z||^2 is 19.9: 100 episodic steps leave z~ far from z).
+  assert error(model) < 0.7 * error(episodic), (error(episodic), error(model))
+
+
+def test_entangler_refit_resumes_where_it_stopped(tmp_path):
+  """A run stopped inside the refit (its config then lengthened, as a killed run is re-run) ends with the
+  weights of an uninterrupted one: the refit's batches are a function of (seed, step) and its optimizer
+  is checkpointed."""
+  rng = np.random.default_rng(0)
+  z_train, labels, _, _ = _synthetic_codes(rng, 20, 6, np.linalg.qr(rng.normal(size=(8, 8)))[0])
+
+  def run(workdir, *refits):
+    for refit in refits:
+      keras.utils.set_random_seed(0)
+      model = fden_lib.FDEN.from_config_section(8, _refit_config(50, refit))
+      train_fden.train(model, _refit_config(50, refit), z_train, labels, str(workdir), show_progress=False)
+    return model
+
+  straight, resumed = run(tmp_path / "a", 100), run(tmp_path / "b", 40, 100)
+  for a, b in zip(straight.variables, resumed.variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
