@@ -428,8 +428,11 @@ def _signals_raise(signums=(signal.SIGTERM, signal.SIGHUP)):
     yield
     return
 
+  received = []
+
   def handler(signum, frame):
     del frame
+    received.append(signum)
     raise Interrupted(signum)
 
   previous = {}
@@ -438,6 +441,14 @@ def _signals_raise(signums=(signal.SIGTERM, signal.SIGHUP)):
       previous[signum] = signal.signal(signum, handler)
   try:
     yield
+  except Interrupted:
+    raise
+  except BaseException as e:
+    # Raised inside a C extension, the handler's exception can come out as another one (TensorFlow's
+    # tracing turns it into a TypeError from nest.flatten): it is still the signal that stopped the export.
+    if received:
+      raise Interrupted(received[0]) from e
+    raise
   finally:
     for signum, old in previous.items():
       signal.signal(signum, old)

@@ -767,6 +767,26 @@ def test_sigterm_during_an_export_removes_its_temporary_folder(exported, tmp_pat
   assert os.listdir(base / "m") == []
 
 
+def test_a_signal_whose_exception_tensorflow_rewrapped_still_stops_the_export_as_that_signal():
+  """A SIGTERM that lands inside TensorFlow's C++ (tracing a signature) comes out as another exception (a
+  TypeError from nest.flatten, seen in the test above); the export must still end as `Interrupted`."""
+  import signal
+  import time
+  from fden_tf import export
+  with pytest.raises(export.Interrupted) as info:
+    with export._signals_raise():  # pylint: disable=protected-access
+      try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs here
+      except export.Interrupted:
+        raise TypeError("what nest.flatten raises when a signal interrupts it") from None
+  assert info.value.signum == signal.SIGTERM and info.value.code == 128 + signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone again
+  with pytest.raises(TypeError):  # without a signal, an error is what it is
+    with export._signals_raise():  # pylint: disable=protected-access
+      raise TypeError("a real error")
+
+
 def test_temporary_folders_of_dead_exports_are_removed(tmp_path):
   import socket
   import time

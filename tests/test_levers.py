@@ -7,6 +7,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from fden_tf import config as config_lib
@@ -149,20 +150,37 @@ def test_entangler_refit_moves_only_the_entangler_and_brings_z_tilde_to_z(tmp_pa
   assert error(model) < 0.7 * error(episodic), (error(episodic), error(model))
 
 
+class _Killed(Exception):
+  pass
+
+
+class _KillAfterCheckpoint(training_loop.NoHooks):
+  """Stops training right after the checkpoint of step `step`, as a kill there would."""
+
+  def __init__(self, step):
+    self.step = step
+
+  def on_checkpoint(self, stage_name, step):
+    if step == self.step:
+      raise _Killed()
+
+
 def test_entangler_refit_resumes_where_it_stopped(tmp_path):
-  """A run stopped inside the refit (its config then lengthened, as a killed run is re-run) ends with the
-  weights of an uninterrupted one: the refit's batches are a function of (seed, step) and its optimizer
-  is checkpointed."""
+  """A run killed inside the refit and re-run ends with the weights of an uninterrupted one: the refit's
+  batches are a function of (seed, step), its optimizer (with its decaying learning rate) is checkpointed."""
   rng = np.random.default_rng(0)
   z_train, labels, _, _ = _synthetic_codes(rng, 20, 6, np.linalg.qr(rng.normal(size=(8, 8)))[0])
+  c = dataclasses.replace(_refit_config(50, 100), checkpoint_every=30)
 
-  def run(workdir, *refits):
-    for refit in refits:
-      keras.utils.set_random_seed(0)
-      model = fden_lib.FDEN.from_config_section(8, _refit_config(50, refit))
-      train_fden.train(model, _refit_config(50, refit), z_train, labels, str(workdir), show_progress=False)
+  def run(workdir, hooks=None):
+    keras.utils.set_random_seed(0)
+    model = fden_lib.FDEN.from_config_section(8, c)
+    train_fden.train(model, c, z_train, labels, str(workdir), show_progress=False, hooks=hooks)
     return model
 
-  straight, resumed = run(tmp_path / "a", 100), run(tmp_path / "b", 40, 100)
+  straight = run(tmp_path / "a")
+  with pytest.raises(_Killed):
+    run(tmp_path / "b", _KillAfterCheckpoint(90))  # 40 steps into the refit
+  resumed = run(tmp_path / "b")
   for a, b in zip(straight.variables, resumed.variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
