@@ -60,7 +60,8 @@ ALI_VARIANTS = {
 # 0.1 is overridden too, so rows on it compare with each other, not with that preset).
 _PAPER_LOSSES = {"standardize_latents": False, "standardization": "per_dimension", "swap_weight": 0.0,
                  "style_confusion_weight": 0.0, "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0,
-                 "style_dim": None, "clean_decoding_weight": 0.0, "alpha": 1.0}
+                 "style_dim": None, "clean_decoding_weight": 0.0, "alpha": 1.0, "cache_jitters": 0,
+                 "entangler_refit_steps": 0}
 # The third ladder's base (a narrow f_sty with the identity swap and the style bottleneck), and that with
 # clean decoding and alpha 3: the levers the cpu preset took on raw codes; on globally standardized codes
 # (its recipe now) they become the fourth ladder's last row. Written out here, so the rows keep their
@@ -117,6 +118,10 @@ FDEN_VARIANTS = {
     "cpu levers on globally standardized z": dict(
         _CPU_LEVERS, standardize_latents=True, standardization="global", alpha=0.2, identity_swap_weight=0.07,
         clean_decoding_weight=0.07),
+    # The fifth and sixth ladders on top (docs/results.md): the cpu preset's FDEN since 2026-12-06.
+    "cpu levers on globally standardized z + jitter 2 + alpha 0.4 + entangler refit": dict(
+        _CPU_LEVERS, standardize_latents=True, standardization="global", alpha=0.4, identity_swap_weight=0.07,
+        clean_decoding_weight=0.07, cache_jitters=2, entangler_refit_steps=2000),
 }
 
 
