@@ -106,8 +106,9 @@ class FDENConfig:
   cache_jitters: int = 0
   # Beyond the paper: after the `steps` of episodic training, this many more steps fit the Entangler alone
   # to L_R (Eq. 3) on the noiseless factors of random batches of the cached codes (a fresh Adam at
-  # `learning_rate`, decayed linearly to nothing), the Disentangler and the statisticians frozen. f_ide and f_sty (so every few-shot and leakage number) are those of the
-  # episodic training; only z~ = E(f_ide, f_sty) moves toward z (docs/results.md, "Entangler refit").
+  # `learning_rate`, decayed linearly to nothing), the Disentangler and the statisticians frozen. f_ide and
+  # f_sty (so every few-shot and leakage number) are those of the episodic training; only z~ = E(f_ide,
+  # f_sty) moves toward z (docs/results.md, "Sixth ladder: the Entangler refit").
   entangler_refit_steps: int = 0
   entangler_refit_batch_size: int = 256
   # The few-shot task: C-way K-shot episodes with Q query samples per class, evaluated on unseen classes.

@@ -252,13 +252,14 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
     # steps at a constant rate left ||z - z~||^2/||z||^2 at 0.034, decaying at 0.011). Step by step, as a
     # factor on the rate the optimizer holds, so it is checkpointed with it and composes with the divergence
     # guard's reductions.
-    refit_optimizer = make_optimizer(c) if refit else None
+    # The refit's optimizer is checkpointed only when used, so runs without it keep their checkpoint layout.
+    optimizers = {"optimizer": optimizer}
     if refit:
+      refit_optimizer = optimizers["refit_optimizer"] = make_optimizer(c)
       refit_optimizer.build(model.phi)
-  # The refit's optimizer is checkpointed only when used, so runs without it keep their checkpoint layout.
-  objects = dict(fden=model, optimizer=optimizer, **({"refit_optimizer": refit_optimizer} if refit else {}))
-  stage = training_loop.Stage("FDEN", workdir, c.total_steps, c.checkpoint_every, objects,
-                              [optimizer] + ([refit_optimizer] if refit else []), log_every, guard, strategy)
+  stage = training_loop.Stage("FDEN", workdir, c.total_steps, c.checkpoint_every,
+                              dict(fden=model, **optimizers), list(optimizers.values()), log_every, guard,
+                              strategy)
   inputs = distribute.StepInputs(
       strategy, replica_inputs_fn(sampler, latents, c.episodes_per_batch, seed,
                         model.style_dim if c.style_bottleneck_weight else 0),
