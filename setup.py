@@ -27,5 +27,7 @@ setup(
         "tensorboard==2.21.0",
         "tensorflow-serving-api==2.21.0",
     ],
-    extras_require={"test": ["pytest==9.2.0"]},
+    # pytest-xdist: the suite runs on two or more processes (pytest.ini), which halves its wall time on two
+    # cores: much of a test's time is single-threaded tracing of tf.functions.
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
 )

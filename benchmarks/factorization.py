@@ -61,13 +61,17 @@ ALI_VARIANTS = {
 _PAPER_LOSSES = {"standardize_latents": False, "standardization": "per_dimension", "swap_weight": 0.0,
                  "style_confusion_weight": 0.0, "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0,
                  "style_dim": None, "clean_decoding_weight": 0.0, "alpha": 1.0, "cache_jitters": 0,
-                 "entangler_refit_steps": 0}
+                 "entangler_refit_steps": 0, "identity_invariance_weight": 0.0}
 # The third ladder's base (a narrow f_sty with the identity swap and the style bottleneck), and that with
 # clean decoding and alpha 3: the levers the cpu preset took on raw codes; on globally standardized codes
 # (its recipe now) they become the fourth ladder's last row. Written out here, so the rows keep their
 # meaning if the preset changes.
 _NARROW_STYLE = dict(_PAPER_LOSSES, identity_swap_weight=1.0, style_dim=8, style_bottleneck_weight=0.1)
 _CPU_LEVERS = dict(_NARROW_STYLE, clean_decoding_weight=1.0, alpha=3.0)
+# The fifth and sixth ladders on top (docs/results.md): the cpu preset's FDEN since 2026-12-06.
+_TODAYS_CPU = dict(_CPU_LEVERS, standardize_latents=True, standardization="global", alpha=0.4,
+                   identity_swap_weight=0.07, clean_decoding_weight=0.07, cache_jitters=2,
+                   entangler_refit_steps=2000)
 FDEN_VARIANTS = {
     "paper losses": dict(_PAPER_LOSSES),
     "+ standardized z": dict(_PAPER_LOSSES, standardize_latents=True),
@@ -118,10 +122,12 @@ FDEN_VARIANTS = {
     "cpu levers on globally standardized z": dict(
         _CPU_LEVERS, standardize_latents=True, standardization="global", alpha=0.2, identity_swap_weight=0.07,
         clean_decoding_weight=0.07),
-    # The fifth and sixth ladders on top (docs/results.md): the cpu preset's FDEN since 2026-12-06.
-    "cpu levers on globally standardized z + jitter 2 + alpha 0.4 + entangler refit": dict(
-        _CPU_LEVERS, standardize_latents=True, standardization="global", alpha=0.4, identity_swap_weight=0.07,
-        clean_decoding_weight=0.07, cache_jitters=2, entangler_refit_steps=2000),
+    "cpu levers on globally standardized z + jitter 2 + alpha 0.4 + entangler refit": _TODAYS_CPU,
+    # The seventh ladder (docs/results.md): Fisher's criterion on f_ide.
+    **{f"cpu + identity invariance {w:g}": dict(_TODAYS_CPU, identity_invariance_weight=w) for w in (1, 3, 10)},
+    "cpu + identity invariance 10 + style bottleneck 0.03": dict(
+        _TODAYS_CPU, identity_invariance_weight=10.0, style_bottleneck_weight=0.03),
+    "cpu + identity invariance 10 + alpha 1": dict(_TODAYS_CPU, identity_invariance_weight=10.0, alpha=1.0),
 }
 
 

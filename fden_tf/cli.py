@@ -17,6 +17,7 @@
 Imports nothing of TensorFlow: a bad command line fails in well under a second.
 """
 
+import contextlib
 import os
 import sys
 
@@ -58,6 +59,20 @@ def quiet_tensorflow(verbosity: int):
     _quiet = True
 
 
+@contextlib.contextmanager
+def stderr_to_devnull():
+  """File descriptor 2 pointed at /dev/null inside the block (what C++ libraries write there too)."""
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
 def import_tensorflow():
   """Imports TensorFlow; when quiet, with file descriptor 2 pointed at /dev/null meanwhile.
 
@@ -69,15 +84,8 @@ def import_tensorflow():
   if not _quiet or "tensorflow" in sys.modules:
     import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
     return
-  sys.stderr.flush()
-  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-  try:
-    os.dup2(devnull, 2)
+  with stderr_to_devnull():
     import tensorflow  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(devnull)
 
 
 def run(main, argv=None):

@@ -93,6 +93,7 @@ class FDENConfig:
   swap_weight: float = 0.0
   style_confusion_weight: float = 0.0
   identity_swap_weight: float = 0.0
+  identity_invariance_weight: float = 0.0
   style_bottleneck_weight: float = 0.0
   clean_decoding_weight: float = 0.0
   style_dim: Optional[int] = None

@@ -88,6 +88,20 @@ def identity_swap_loss(z, z_from_partner_identity):
   return reconstruction_loss_eq3(z, z_from_partner_identity)
 
 
+def identity_invariance_loss(f_ide):
+  """Beyond the paper: Fisher's criterion on f_ide, its within-class scatter over its total scatter in each
+  episode, averaged over episodes. 0 when every class-mate has the same f_ide (identity only), 1 when the
+  class explains nothing. The episodic loss (Eq. 5) only asks a query to be nearer its own prototype than
+  the others, which f_ide can satisfy while keeping the style (scale, pen) it varies with; this ratio asks
+  for the style to go, and it does not change when f_ide is scaled, so it cannot be met by shrinking.
+  f_ide: [E, C, S, D] (episodes, classes, samples of each class) -> scalar in [0, 1]."""
+  class_means = tf.reduce_mean(f_ide, axis=2, keepdims=True)
+  episode_means = tf.reduce_mean(f_ide, axis=[1, 2], keepdims=True)
+  within = tf.reduce_mean(tf.reduce_sum(tf.square(f_ide - class_means), -1), axis=[1, 2])
+  total = tf.reduce_mean(tf.reduce_sum(tf.square(f_ide - episode_means), -1), axis=[1, 2])
+  return tf.reduce_mean(within / (total + 1e-12))
+
+
 def style_rate(f_sty):
   """Beyond the paper: the rate of the style bottleneck, KL(N(f_sty, I) || N(0, I)) = ||f_sty||^2 / 2 per
   sample, batch mean. With the Entangler reading f_sty + N(0, I) noise in training, every nat f_sty carries

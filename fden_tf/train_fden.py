@@ -16,7 +16,8 @@ from fden_tf.data import episodes as episodes_lib
 # The terms beyond the paper's Eq. 6, by their metric name: the FDENConfig field that weights each.
 BEYOND_PAPER_WEIGHTS = {"l_swap": "swap_weight", "l_style_confusion": "style_confusion_weight",
                         "l_identity_swap": "identity_swap_weight", "l_style_rate": "style_bottleneck_weight",
-                        "l_clean_decoding": "clean_decoding_weight"}
+                        "l_clean_decoding": "clean_decoding_weight",
+                        "l_identity_invariance": "identity_invariance_weight"}
 
 
 def make_optimizer(c):
@@ -121,6 +122,8 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
       class_mate = episodes_lib.same_class_partner(f_ide, episodes, way, shot + query)
       terms["l_identity_swap"] = losses.identity_swap_loss(
           z, model.entangler(class_mate, f_sty_sent, training=True))
+    if c.identity_invariance_weight:
+      terms["l_identity_invariance"] = losses.identity_invariance_loss(grouped(f_ide))
     if c.style_bottleneck_weight:
       terms["l_style_rate"] = losses.style_rate(f_sty)
     if c.clean_decoding_weight:  # the Entangler alone: the factors are what the other terms make them

@@ -44,7 +44,7 @@ ABSL = {"flagfile", "undefok", "help", "helpfull", "helpshort", "helpxml", "only
 # Flags of other tools the docs show: TensorBoard, TF Serving's model server, docker, saved_model_cli.
 OTHER_TOOLS = {"logdir": "tensorboard", "model_config_file": "tensorflow_model_server",
                "model_config_file_poll_wait_seconds": "tensorflow_model_server", "rm": "docker run",
-               "all": "saved_model_cli show"}
+               "all": "saved_model_cli show", "maxprocesses": "pytest (xdist)", "dist": "pytest (xdist)"}
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*)(?:=(\S+))?")
 COMMAND = re.compile(r"\b((?:scripts|benchmarks)/\w+\.py)\b")
 PATH = re.compile(r"(?<![\w/.])((?:scripts|benchmarks|fden_tf|tests)/[\w/]+\.py|docs/[\w.-]+\.\w+)")

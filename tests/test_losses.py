@@ -99,6 +99,21 @@ def test_identity_swap_pairs_each_sample_with_a_class_mate_and_is_eq3_of_that_pa
   assert losses.identity_swap_loss(z, from_partner).numpy() == pytest.approx((4.0 + 25.0) / 2)
 
 
+def test_identity_invariance_is_within_over_total_scatter_and_ignores_scale():
+  # One episode, 2 classes x 2 samples in 1-D: class 0 at -1 +- 1, class 1 at +1 +- 1. Within-class squared
+  # deviations 1 each (mean 1); from the episode mean 0: 4, 0, 0, 4 (mean 2). Ratio 1 / 2.
+  f = tf.constant([[[[-2.0], [0.0]], [[0.0], [2.0]]]])  # [E=1, C=2, S=2, D=1]
+  assert losses.identity_invariance_loss(f).numpy() == pytest.approx(0.5, rel=1e-6)
+  assert losses.identity_invariance_loss(10.0 * f).numpy() == pytest.approx(0.5, rel=1e-6)  # scale-free
+  same = tf.constant([[[[-1.0, 3.0], [-1.0, 3.0]], [[1.0, 0.0], [1.0, 0.0]]]])  # class-mates identical
+  assert losses.identity_invariance_loss(same).numpy() == pytest.approx(0.0, abs=1e-7)
+  blind = tf.constant([[[[-1.0], [1.0]], [[-1.0], [1.0]]]])  # same class means: the class explains nothing
+  assert losses.identity_invariance_loss(blind).numpy() == pytest.approx(1.0, rel=1e-6)
+  # Averaged over episodes, each episode's own ratio.
+  both = tf.concat([f, blind], axis=0)
+  assert losses.identity_invariance_loss(both).numpy() == pytest.approx(0.75, rel=1e-6)
+
+
 def test_gaussian_kl_closed_form():
   zeros = tf.zeros((3, 4))
   assert losses.gaussian_kl(zeros, zeros).numpy() == pytest.approx(0.0)

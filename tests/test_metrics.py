@@ -270,3 +270,23 @@ def test_class_mean_codes_and_translation_references_have_known_answers():
   assert scores["mse"]["score"] == pytest.approx(0.0) and scores["mse"]["perfect_score"] == pytest.approx(1.0)
   assert scores["mse"]["halfway_score"] == pytest.approx(0.75)  # half the difference: a quarter of the MSE
   assert scores["ssim"]["perfect_score"] == pytest.approx(1.0)
+
+
+def test_oracle_translation_uses_the_true_style_and_scores_like_evaluate():
+  """An oracle Entangler given the true styles beats one given nothing (zeros: it can only learn each
+  class's mean code), on the fit and on translation; the pairs are translation_fidelity's."""
+  data = glyphs.load_glyphs(num_classes=120, num_test_classes=20, samples_per_class=10, seed=0)
+  linear = _LinearAutoencoder(data.train.image_shape, dim=128)
+  plugged = plugin.FrozenAutoencoder(linear.encode, linear.decode)
+  z_train, z_test = plugin.encode_all(plugged, data.train.images), plugin.encode_all(plugged, data.test.images)
+  identities = {"class_mean": (ground_truth.class_mean_codes(z_train, data.train.labels),
+                               ground_truth.class_mean_codes(z_test, data.test.labels))}
+  nothing = {"zeros": (np.zeros((len(z_train), 6), np.float32), np.zeros((len(z_test), 6), np.float32))}
+  rows = ground_truth.oracle_translation(plugged, data.train, data.test, z_train, z_test, identities, nothing,
+                                         pairs=40, seed=0, steps=400)
+  assert set(rows) == {"class_mean+true", "class_mean+zeros"}
+  true, zeros = rows["class_mean+true"], rows["class_mean+zeros"]
+  assert true["fit_error"] < zeros["fit_error"], rows
+  # Measured (400 steps, a 128-dimensional random projection as the code): MSE 0.53 against 0.47, SSIM 0.54
+  # against 0.42. An oracle that dropped the style would score the same as zeros.
+  assert true["mse"] > zeros["mse"] + 0.02 and true["ssim"] > zeros["ssim"] + 0.02, rows

@@ -11,6 +11,11 @@
   (G(encode(truth)), the plugged network's own reconstruction of the true target: 1). Two references that
   know every sample's class put the score in context: decoding A's class-mean code, and code arithmetic
   (A's class mean plus B's offset from its class mean).
+* oracle translation: what a factorization that knew the truth would reach on the same pairs: an Entangler
+  (an MLP) fit on the training classes to map (an identity code, the TRUE style vector) to z, then asked for
+  (A's identity code, B's true style). With A's class-mean code as the identity it bounds what the plugged
+  network's codes allow (benchmarks/translation_oracle.py); with FDEN's f_ide or f_sty in one slot it
+  tells which factor falls short.
 
 Linear probes give lower bounds: information a probe misses may still be there in non-linear form.
 """
@@ -145,3 +150,47 @@ def translation_fidelity(plugged, model, split, z: np.ndarray, pairs: int, seed:
 def has_ground_truth(split) -> bool:
   """True when a split carries per-sample true styles and per-class identities `glyphs.render` can draw."""
   return split.styles is not None and split.identities is not None
+
+
+def fit_oracle_entangler(inputs: np.ndarray, z: np.ndarray, steps: int, seed: int, width: int = 512):
+  """An MLP (two hidden layers of `width`, leaky ReLU) fit to z [N, Dim] from inputs [N, F] by Adam on
+  mean squared error, batches of 256, the rate decaying linearly from 1e-3 to 0 over `steps`.
+  Returns a function inputs [M, F] -> z [M, Dim] (float32)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(seed)
+  mlp = keras.Sequential([keras.Input((inputs.shape[1],)), keras.layers.Dense(width, "leaky_relu"),
+                          keras.layers.Dense(width, "leaky_relu"), keras.layers.Dense(z.shape[1])])
+  mlp.compile(keras.optimizers.Adam(keras.optimizers.schedules.PolynomialDecay(1e-3, steps, 0.0)), "mse")
+  data = tf.data.Dataset.from_tensor_slices((inputs.astype(np.float32), z.astype(np.float32)))
+  mlp.fit(data.shuffle(len(z), seed=seed).repeat().batch(256), steps_per_epoch=steps, epochs=1, verbose=0)
+  return lambda x: mlp.predict(np.asarray(x, np.float32), batch_size=1000, verbose=0)
+
+
+def oracle_translation(plugged, train, test, z_train: np.ndarray, z_test: np.ndarray, identities: dict,
+                       styles: dict, pairs: int, seed: int, steps: int = 6000) -> dict:
+  """Translation scores of oracle Entanglers on the pairs `translation_fidelity` draws (same seed).
+
+  train / test: glyphs splits; z_train / z_test: their codes. identities and styles: name -> (train
+  [N_train, F], test [N_test, F]) features; every (identity, style) combination gets an Entangler fit on
+  the training split. "true" in `styles` is added here: the true style vectors, standardised with the
+  training split's statistics. Returns {"<identity>+<style>": {"fit_error": ||z - E||^2 / ||z||^2 on the
+  test split's own combinations, "mse": score, "ssim": score}}.
+  """
+  mean, std = train.styles.mean(0), train.styles.std(0) + 1e-12
+  styles = {"true": ((train.styles - mean) / std, (test.styles - mean) / std), **styles}
+  a, b = translation_pairs(test.labels, pairs, seed)
+  target = glyphs.render(test.identities[test.labels[a]], test.styles[b], test.images.shape[1])
+  target = target.astype(np.float32)
+  decode = lambda codes: plugin.decode_all(plugged, codes)
+  no_translation, ceiling = decode(z_test[a]), decode(plugin.encode_all(plugged, target))
+  out = {}
+  for ide_name, (ide_train, ide_test) in identities.items():
+    for sty_name, (sty_train, sty_test) in styles.items():
+      entangle = fit_oracle_entangler(np.concatenate([ide_train, sty_train], 1), z_train, steps, seed)
+      own = entangle(np.concatenate([ide_test, sty_test], 1))
+      fit_error = float(np.sum(np.square(own - z_test)) / np.sum(np.square(z_test)))
+      translated = decode(entangle(np.concatenate([ide_test[a], sty_test[b]], 1)))
+      scores = translation_scores(translated, no_translation, ceiling, target)
+      out[f"{ide_name}+{sty_name}"] = {"fit_error": fit_error, "mse": scores["mse"]["score"],
+                                       "ssim": scores["ssim"]["score"]}
+  return out
