@@ -124,7 +124,10 @@ FDEN_VARIANTS = {
         clean_decoding_weight=0.07),
     "cpu levers on globally standardized z + jitter 2 + alpha 0.4 + entangler refit": _TODAYS_CPU,
     # The seventh ladder (docs/results.md): Fisher's criterion on f_ide.
-    **{f"cpu + identity invariance {w:g}": dict(_TODAYS_CPU, identity_invariance_weight=w) for w in (1, 3, 10)},
+    **{f"cpu + identity invariance {w:g}": dict(_TODAYS_CPU, identity_invariance_weight=w)
+       for w in (1, 3, 10, 30)},
+    "cpu + identity invariance 3 + identity swap 0.3": dict(
+        _TODAYS_CPU, identity_invariance_weight=3.0, identity_swap_weight=0.3),
     "cpu + identity invariance 10 + style bottleneck 0.03": dict(
         _TODAYS_CPU, identity_invariance_weight=10.0, style_bottleneck_weight=0.03),
     "cpu + identity invariance 10 + alpha 1": dict(_TODAYS_CPU, identity_invariance_weight=10.0, alpha=1.0),

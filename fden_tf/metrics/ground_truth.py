@@ -20,6 +20,7 @@
 Linear probes give lower bounds: information a probe misses may still be there in non-linear form.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 from sklearn import linear_model
@@ -156,7 +157,6 @@ def fit_oracle_entangler(inputs: np.ndarray, z: np.ndarray, steps: int, seed: in
   """An MLP (two hidden layers of `width`, leaky ReLU) fit to z [N, Dim] from inputs [N, F] by Adam on
   mean squared error, batches of 256, the rate decaying linearly from 1e-3 to 0 over `steps`.
   Returns a function inputs [M, F] -> z [M, Dim] (float32)."""
-  import keras  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(seed)
   mlp = keras.Sequential([keras.Input((inputs.shape[1],)), keras.layers.Dense(width, "leaky_relu"),
                           keras.layers.Dense(width, "leaky_relu"), keras.layers.Dense(z.shape[1])])
