@@ -138,8 +138,8 @@ def build_config():
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_instance_noise",
-               "alpha", "identity_swap_weight", "identity_invariance_weight", "style_bottleneck_weight", "clean_decoding_weight",
-               "cache_jitters", "entangler_refit_steps"):
+               "alpha", "identity_swap_weight", "identity_invariance_weight", "style_bottleneck_weight",
+               "clean_decoding_weight", "cache_jitters", "entangler_refit_steps"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):

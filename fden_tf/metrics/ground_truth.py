@@ -129,20 +129,30 @@ def translation_pairs(labels: np.ndarray, pairs: int, seed: int) -> tuple:
   return a, b
 
 
-def translation_fidelity(plugged, model, split, z: np.ndarray, pairs: int, seed: int) -> dict:
-  """Translation fidelity on `pairs` pairs of a glyphs split whose codes are z [N, Dim]."""
+def _translation_task(plugged, split, z: np.ndarray, pairs: int, seed: int) -> dict:
+  """What every translation score of a glyphs split (codes z [N, Dim]) is measured on: the pairs (a, b),
+  the true targets (A's identity in B's style), "no translation" (G(z_A)) and the ceiling (G(encode(truth)))
+  as images, and `decode` (codes -> images through the plugged network)."""
   a, b = translation_pairs(split.labels, pairs, seed)
-  f_ide_a, _ = model.disentangle(tf.convert_to_tensor(z[a]))
-  _, f_sty_b = model.disentangle(tf.convert_to_tensor(z[b]))
   target = glyphs.render(split.identities[split.labels[a]], split.styles[b], split.images.shape[1])
   target = target.astype(np.float32)
+  decode = lambda codes: plugin.decode_all(plugged, codes)
+  return dict(a=a, b=b, target=target, decode=decode, no_translation=decode(z[a]),
+              ceiling=decode(plugin.encode_all(plugged, target)))
+
+
+def translation_fidelity(plugged, model, split, z: np.ndarray, pairs: int, seed: int) -> dict:
+  """Translation fidelity on `pairs` pairs of a glyphs split whose codes are z [N, Dim]."""
+  task = _translation_task(plugged, split, z, pairs, seed)
+  a, b, decode = task["a"], task["b"], task["decode"]
+  f_ide_a, _ = model.disentangle(tf.convert_to_tensor(z[a]))
+  _, f_sty_b = model.disentangle(tf.convert_to_tensor(z[b]))
   # References that know every sample's class, which FDEN does not: A's class-mean code (A's character in
   # an average style) and code arithmetic, A's class mean plus B's offset from its own class mean.
   means = class_mean_codes(z, split.labels)
-  decode = lambda codes: plugin.decode_all(plugged, codes)
   scores = translation_scores(
-      translated=decode(model.entangle(f_ide_a, f_sty_b).numpy()), no_translation=decode(z[a]),
-      ceiling=decode(plugin.encode_all(plugged, target)), target=target,
+      translated=decode(model.entangle(f_ide_a, f_sty_b).numpy()), no_translation=task["no_translation"],
+      ceiling=task["ceiling"], target=task["target"],
       references={"wrong_identity": decode(z[b]), "class_mean_of_a": decode(means[a]),
                   "class_mean_analogy": decode(means[a] + z[b] - means[b])})
   return {"pairs": int(pairs), **scores}
@@ -178,19 +188,16 @@ def oracle_translation(plugged, train, test, z_train: np.ndarray, z_test: np.nda
   """
   mean, std = train.styles.mean(0), train.styles.std(0) + 1e-12
   styles = {"true": ((train.styles - mean) / std, (test.styles - mean) / std), **styles}
-  a, b = translation_pairs(test.labels, pairs, seed)
-  target = glyphs.render(test.identities[test.labels[a]], test.styles[b], test.images.shape[1])
-  target = target.astype(np.float32)
-  decode = lambda codes: plugin.decode_all(plugged, codes)
-  no_translation, ceiling = decode(z_test[a]), decode(plugin.encode_all(plugged, target))
+  task = _translation_task(plugged, test, z_test, pairs, seed)  # translation_fidelity's pairs and scale
+  a, b = task["a"], task["b"]
   out = {}
   for ide_name, (ide_train, ide_test) in identities.items():
     for sty_name, (sty_train, sty_test) in styles.items():
       entangle = fit_oracle_entangler(np.concatenate([ide_train, sty_train], 1), z_train, steps, seed)
       own = entangle(np.concatenate([ide_test, sty_test], 1))
       fit_error = float(np.sum(np.square(own - z_test)) / np.sum(np.square(z_test)))
-      translated = decode(entangle(np.concatenate([ide_test[a], sty_test[b]], 1)))
-      scores = translation_scores(translated, no_translation, ceiling, target)
+      translated = task["decode"](entangle(np.concatenate([ide_test[a], sty_test[b]], 1)))
+      scores = translation_scores(translated, task["no_translation"], task["ceiling"], task["target"])
       out[f"{ide_name}+{sty_name}"] = {"fit_error": fit_error, "mse": scores["mse"]["score"],
                                        "ssim": scores["ssim"]["score"]}
   return out
