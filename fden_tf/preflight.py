@@ -39,7 +39,11 @@ def check_architecture(ali_config, image_shape):
 def check_fden_options(fden_config):
   """FDEN options a hand-built config could get wrong and that would otherwise fail only after ALI has
   trained: standardization names one of fden.LatentStatistics' two scales; cache_jitters counts copies;
-  style_dim, where set, is a size; the Entangler refit counts steps and has a batch."""
+  style_dim, where set, is a size; the Entangler refit counts steps and has a batch; the learning-rate
+  schedule is one we know."""
+  if fden_config.learning_rate_schedule not in config_lib.LEARNING_RATE_SCHEDULES:
+    raise ValueError(f"unknown learning_rate_schedule {fden_config.learning_rate_schedule!r}; choose one of "
+                     f"{config_lib.LEARNING_RATE_SCHEDULES}")
   if fden_config.standardization not in config_lib.STANDARDIZATIONS:
     raise ValueError(f"unknown standardization {fden_config.standardization!r}; choose one of "
                      f"{config_lib.STANDARDIZATIONS}")

@@ -24,6 +24,12 @@ def make_optimizer(c):
   return keras.optimizers.Adam(learning_rate=c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2)
 
 
+def cosine_decay(step: int, steps: int) -> float:
+  """The "cosine" schedule's factor on the learning rate at episodic step `step` of `steps`: 1 at step 0,
+  falling on a half cosine toward 0 at `steps`."""
+  return 0.5 * (1.0 + np.cos(np.pi * step / steps))
+
+
 def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: int, seed: int,
                       style_dim: int = 0):
   """`inputs(step, replica, replicas) -> {"z", "marginal"}`: one replica's share of step `step`'s batch.
@@ -276,6 +282,9 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
   def step_fn(step, poison):
     step = int(step)
     if step < c.steps:
+      if c.learning_rate_schedule == "cosine" and step > 0:  # step by step, as the refit's decay below
+        optimizer.learning_rate.assign(
+            optimizer.learning_rate * (cosine_decay(step, c.steps) / cosine_decay(step - 1, c.steps)))
       return compiled(inputs(step), poison)
     if step > c.steps:  # linear decay: refit step i (from 0) runs at (1 - i / refit_steps) of the first's rate
       remaining = c.total_steps - step

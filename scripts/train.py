@@ -78,7 +78,10 @@ flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian n
                    "0.2).")
 flags.DEFINE_float("ali_discriminator_lr_factor", None, "ALI discriminator's learning rate as a multiple of "
                    "ALI's (1 = ALI's).")
-flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 0.2, on "
+flags.DEFINE_enum("fden_learning_rate_schedule", None, ["constant", "cosine"], "FDEN's learning rate over its "
+                  "episodic steps: held (the paper's) or decayed to nothing on a half cosine (beyond the paper; presets "
+                  "cpu, omniglot_cpu: cosine).")
+flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 0.4, on "
                    "standardized codes).")
 flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class identity swap (beyond the "
                    "paper; 0 = off; preset cpu: 0.07): ||z_A - E(f_ide of a class-mate, f_sty_A)||^2 "
@@ -172,6 +175,7 @@ def build_config():
   fden = _given(way="way", shot="shot", query="query", train_way="train_way", train_shot="train_shot",
                 train_query="train_query", steps="fden_steps", eval_episodes="eval_episodes",
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every",
+                learning_rate_schedule="fden_learning_rate_schedule",
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
                 identity_invariance_weight="identity_invariance_weight",
                 style_bottleneck_weight="style_bottleneck_weight",

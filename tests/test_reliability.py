@@ -290,4 +290,7 @@ def test_an_unknown_standardization_is_refused_before_anything_trains(tmp_path):
     preflight.check(config_lib.smoke().replace(fden={"cache_jitters": -2}), str(tmp_path / "run"))
   with pytest.raises(ValueError, match=r"style_dim must be >= 1 \(or None: Dim\), got 0"):
     preflight.check(config_lib.smoke().replace(fden={"style_dim": 0}), str(tmp_path / "run"))
+  with pytest.raises(ValueError, match=r"unknown learning_rate_schedule 'step'; choose one of \('constant', "
+                                       r"'cosine'\)"):
+    preflight.check(config_lib.smoke().replace(fden={"learning_rate_schedule": "step"}), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
