@@ -238,8 +238,8 @@ def cpu() -> Config:
   ratio 0.31 -> 0.05, translation 0.21 / 0.15.
 
   Since 2026-12-06 also FDEN's episodic learning rate decaying on a half cosine (learning_rate_schedule;
-  docs/results.md, eighth ladder): FDEN alone on the main job's ALI, seeds 0 / 1: f_ide 93.98 -> 95.22% /
-  94.32 -> 95.74%, f_sty 24.80 -> 24.20% / 27.06 -> 26.30%, fidelity and translation unchanged. The main job
+  docs/results.md, eighth ladder): FDEN alone on the main job's ALI, seeds 0 / 1: f_ide 94.02 -> 95.22% /
+  94.32 -> 95.74%, f_sty 24.76 -> 24.20% / 27.06 -> 26.30%, fidelity and translation unchanged. The main job
   with it, from scratch (same VM, 10 min 22 s sharing the cores with other runs): f_ide 95.30%, f_sty
   24.08%, ||z - z~||^2/||z||^2 0.012, pixel ratio 0.06, translation 0.21 / 0.15.
   """
