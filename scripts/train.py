@@ -78,9 +78,9 @@ flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian n
                    "0.2).")
 flags.DEFINE_float("ali_discriminator_lr_factor", None, "ALI discriminator's learning rate as a multiple of "
                    "ALI's (1 = ALI's).")
-flags.DEFINE_enum("fden_learning_rate_schedule", None, ["constant", "cosine"], "FDEN's learning rate over its "
-                  "episodic steps: held (the paper's) or decayed to nothing on a half cosine (beyond the paper; presets "
-                  "cpu, omniglot_cpu: cosine).")
+flags.DEFINE_enum("fden_learning_rate_schedule", None, ["constant", "cosine"],
+                  "FDEN's learning rate over its episodic steps: held (constant, the paper's) or decayed to "
+                  "nothing on a half cosine (beyond the paper; presets cpu, omniglot_cpu: cosine).")
 flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the paper: 1; preset cpu: 0.4, on "
                    "standardized codes).")
 flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class identity swap (beyond the "

@@ -157,6 +157,16 @@ def test_the_checker_catches_a_made_up_flag_value_path_and_anchor():
   assert len(problems) == 8, problems
 
 
+def test_train_flag_choices_are_the_configs_own():
+  """scripts/train.py spells its enum choices out (this checker reads them without importing the script);
+  they must stay the names fden_tf/config.py knows, or a preset or option would be unreachable or refused."""
+  from fden_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  train = script_flags(os.path.join(ROOT, "scripts", "train.py"))
+  assert train["preset"] == set(config_lib.PRESETS)
+  assert train["standardize_latents"] == {"none", *config_lib.STANDARDIZATIONS}
+  assert train["fden_learning_rate_schedule"] == set(config_lib.LEARNING_RATE_SCHEDULES)
+
+
 def test_the_checker_reads_booleans_enums_and_absl_flags():
   train = all_script_flags()["scripts/train.py"]
   assert {"noprogress", "noexport", "nooverwrite"} <= set(train)

@@ -193,7 +193,8 @@ def test_cosine_schedule_decays_the_episodic_rate_and_resumes_where_it_stopped(t
   with the weights of an uninterrupted one (the rate is checkpointed with the optimizer)."""
   rng = np.random.default_rng(0)
   z_train, labels, _, _ = _synthetic_codes(rng, 20, 6, np.linalg.qr(rng.normal(size=(8, 8)))[0])
-  c = dataclasses.replace(config_lib.smoke().fden, steps=60, checkpoint_every=20, learning_rate_schedule="cosine")
+  c = dataclasses.replace(config_lib.smoke().fden, steps=60, checkpoint_every=20,
+                          learning_rate_schedule="cosine")
 
   def run(workdir, hooks=None):
     keras.utils.set_random_seed(0)
