@@ -166,54 +166,48 @@ class _KillAfterCheckpoint(training_loop.NoHooks):
       raise _Killed()
 
 
-def test_entangler_refit_resumes_where_it_stopped(tmp_path):
-  """A run killed inside the refit and re-run ends with the weights of an uninterrupted one: the refit's
-  batches are a function of (seed, step), its optimizer (with its decaying learning rate) is checkpointed."""
+def _assert_a_killed_run_resumes_to_the_same_weights(tmp_path, c, kill_after, **train_kwargs):
+  """Trains FDEN (config section `c`) on the same synthetic codes straight through in tmp_path/a, and in
+  tmp_path/b killed right after the checkpoint of step `kill_after` and re-run; both must end with the same
+  weights."""
   rng = np.random.default_rng(0)
   z_train, labels, _, _ = _synthetic_codes(rng, 20, 6, np.linalg.qr(rng.normal(size=(8, 8)))[0])
-  c = dataclasses.replace(_refit_config(50, 100), checkpoint_every=30)
 
   def run(workdir, hooks=None):
     keras.utils.set_random_seed(0)
     model = fden_lib.FDEN.from_config_section(8, c)
-    train_fden.train(model, c, z_train, labels, str(workdir), show_progress=False, hooks=hooks)
+    train_fden.train(model, c, z_train, labels, str(workdir), show_progress=False, hooks=hooks,
+                     **train_kwargs)
     return model
 
   straight = run(tmp_path / "a")
   with pytest.raises(_Killed):
-    run(tmp_path / "b", _KillAfterCheckpoint(90))  # 40 steps into the refit
+    run(tmp_path / "b", _KillAfterCheckpoint(kill_after))
   resumed = run(tmp_path / "b")
   for a, b in zip(straight.variables, resumed.variables):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_entangler_refit_resumes_where_it_stopped(tmp_path):
+  """A run killed inside the refit and re-run ends with the weights of an uninterrupted one: the refit's
+  batches are a function of (seed, step), its optimizer (with its decaying learning rate) is checkpointed."""
+  c = dataclasses.replace(_refit_config(50, 100), checkpoint_every=30)
+  _assert_a_killed_run_resumes_to_the_same_weights(tmp_path, c, kill_after=90)  # 40 steps into the refit
 
 
 def test_cosine_schedule_decays_the_episodic_rate_and_resumes_where_it_stopped(tmp_path):
   """FDENConfig.learning_rate_schedule = "cosine": the rate logged after step t is learning_rate times
   (1 + cos(pi (t - 1) / steps)) / 2, the rate its last step ran at; a run killed mid-way and re-run ends
   with the weights of an uninterrupted one (the rate is checkpointed with the optimizer)."""
-  rng = np.random.default_rng(0)
-  z_train, labels, _, _ = _synthetic_codes(rng, 20, 6, np.linalg.qr(rng.normal(size=(8, 8)))[0])
   c = dataclasses.replace(config_lib.smoke().fden, steps=60, checkpoint_every=20,
                           learning_rate_schedule="cosine")
-
-  def run(workdir, hooks=None):
-    keras.utils.set_random_seed(0)
-    model = fden_lib.FDEN.from_config_section(8, c)
-    train_fden.train(model, c, z_train, labels, str(workdir), show_progress=False, log_every=10, hooks=hooks)
-    return model
-
-  straight = run(tmp_path / "a")
+  _assert_a_killed_run_resumes_to_the_same_weights(tmp_path, c, kill_after=40, log_every=10)
   logged = {r["step"]: r["learning_rate"] for r in training_loop.read_log(
       str(tmp_path / "a" / "train_log.jsonl")) if "learning_rate" in r}
   for step in (10, 30, 50, 60):
     expected = c.learning_rate * (1 + np.cos(np.pi * (step - 1) / 60)) / 2
     assert logged[step] == pytest.approx(expected, rel=1e-4), (step, logged[step], expected)
   assert logged[60] < 0.01 * c.learning_rate
-  with pytest.raises(_Killed):
-    run(tmp_path / "b", _KillAfterCheckpoint(40))
-  resumed = run(tmp_path / "b")
-  for a, b in zip(straight.variables, resumed.variables):
-    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_identity_invariance_takes_the_style_out_of_f_ide_on_unseen_classes(tmp_path):
