@@ -64,6 +64,17 @@ class Stage:
   strategy: object = None  # the tf.distribute.Strategy the stage trains under (None: one device)
 
 
+def _learning_rates(stage) -> dict:
+  """The rate each optimizer of the stage holds now: "learning_rate" for the first (the stage's own), and
+  "<name>_learning_rate" for any other, by its name among the checkpointed objects (FDEN's
+  "refit_optimizer" for the Entangler refit), so a later phase's rate is not read off the first's."""
+  names = {id(obj): name for name, obj in stage.objects.items()}
+  rates = {"learning_rate": float(stage.optimizers[0].learning_rate.numpy())}
+  for optimizer in stage.optimizers[1:]:
+    rates[f"{names[id(optimizer)]}_learning_rate"] = float(optimizer.learning_rate.numpy())
+  return rates
+
+
 def _parse_log(path):
   """(records, unreadable line numbers) of a train_log.jsonl. A line that is not a JSON object is a torn
   write (the process was killed mid-line), normally only the last one."""
@@ -180,7 +191,7 @@ def _run(stage, step_fn, show_progress, nonfinite_steps, hooks, strategy, write_
     if step % stage.log_every == 0 or step == stage.steps:
       metrics = _summarise(window, step, time.time() - t0, int(skipped_var.numpy()))
       metrics["steps_per_second"] = len(window) / max(time.time() - window_start, 1e-9)
-      metrics["learning_rate"] = float(stage.optimizers[0].learning_rate.numpy())
+      metrics.update(_learning_rates(stage))
       window, window_start = [], time.time()
       _append_log(log_path, metrics)
       hooks.on_log(stage.name, step, metrics)

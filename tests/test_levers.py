@@ -138,8 +138,13 @@ def test_entangler_refit_moves_only_the_entangler_and_brings_z_tilde_to_z(tmp_pa
 
   episodic, _, _ = train(0)
   model, metrics, log = train(600)
+  c_lr = _refit_config(steps=100, refit_steps=600).learning_rate
   assert "l_r_refit" in metrics and "l_c" not in metrics  # the last window is the refit's
   assert [("l_c" in r, "l_r_refit" in r) for r in log] == [(True, False)] + [(False, True)] * 6
+  # The refit's own rate is logged, decaying linearly: refit step i runs at (1 - i / 600) of the first's.
+  refit_rates = [r["refit_optimizer_learning_rate"] for r in log[1:]]
+  np.testing.assert_allclose(refit_rates, [c_lr * (1 - i / 600) for i in (99, 199, 299, 399, 499, 599)],
+                             rtol=1e-4)
   frozen = lambda m: m.disentangler.variables + m.statistician.variables
   for a, b in zip(frozen(episodic), frozen(model)):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
