@@ -110,12 +110,6 @@ class FDENConfig:
   # image (rotation up to 10 degrees, scale 0.9-1.1, shift up to 6% of the side: data/augment.py), encoded
   # once beside the originals and labelled as them; the test split is never jittered.
   cache_jitters: int = 0
-  # Beyond the paper: the identity swap between two copies of one training image (the original, its mirror,
-  # its jitters), ||z_B - E(f_ide^A, f_sty^B)||^2 with B another copy of A's image (losses.identity_swap_loss
-  # with A's copy as the class-mate). The copies differ only by what the augmentation did (a rotation,
-  # scaling, shift), not by the class's own variation, so that can reach z~ only through f_sty. Needs
-  # cache_mirrors or cache_jitters.
-  instance_swap_weight: float = 0.0
   # Beyond the paper: after the `steps` of episodic training, this many more steps fit the Entangler alone
   # to L_R (Eq. 3) on the noiseless factors of random batches of the cached codes (a fresh Adam at
   # `learning_rate`, decayed linearly to nothing), the Disentangler and the statisticians frozen. f_ide and

@@ -38,8 +38,8 @@ def check_architecture(ali_config, image_shape):
 
 def check_fden_options(fden_config):
   """FDEN options a hand-built config could get wrong and that would otherwise fail only after ALI has
-  trained: standardization names one of fden.LatentStatistics' two scales; cache_jitters counts copies,
-  and the instance swap has some; style_dim, where set, is a size; the Entangler refit counts steps and has a batch; the learning-rate
+  trained: standardization names one of fden.LatentStatistics' two scales; cache_jitters counts copies;
+  style_dim, where set, is a size; the Entangler refit counts steps and has a batch; the learning-rate
   schedule is one we know."""
   if fden_config.learning_rate_schedule not in config_lib.LEARNING_RATE_SCHEDULES:
     raise ValueError(f"unknown learning_rate_schedule {fden_config.learning_rate_schedule!r}; choose one of "
@@ -49,9 +49,6 @@ def check_fden_options(fden_config):
                      f"{config_lib.STANDARDIZATIONS}")
   if fden_config.cache_jitters < 0:
     raise ValueError(f"cache_jitters must be >= 0, got {fden_config.cache_jitters}")
-  if fden_config.instance_swap_weight and not (fden_config.cache_mirrors or fden_config.cache_jitters):
-    raise ValueError("instance_swap_weight needs copies of each training image to swap between: set "
-                     "cache_jitters (or cache_mirrors)")
   if fden_config.style_dim is not None and fden_config.style_dim < 1:
     raise ValueError(f"style_dim must be >= 1 (or None: Dim), got {fden_config.style_dim}")
   if fden_config.entangler_refit_steps < 0:

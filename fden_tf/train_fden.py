@@ -17,8 +17,7 @@ from fden_tf.data import episodes as episodes_lib
 BEYOND_PAPER_WEIGHTS = {"l_swap": "swap_weight", "l_style_confusion": "style_confusion_weight",
                         "l_identity_swap": "identity_swap_weight", "l_style_rate": "style_bottleneck_weight",
                         "l_clean_decoding": "clean_decoding_weight",
-                        "l_identity_invariance": "identity_invariance_weight",
-                        "l_instance_swap": "instance_swap_weight"}
+                        "l_identity_invariance": "identity_invariance_weight"}
 
 
 def make_optimizer(c):
@@ -31,14 +30,8 @@ def cosine_decay(step: int, steps: int) -> float:
   return 0.5 * (1.0 + np.cos(np.pi * step / steps))
 
 
-def copies_of_each_image(fden_config) -> int:
-  """How many codes of each training image FDEN's cache holds (`pipeline.fden_training_codes`): the
-  original's, then its mirror's and its jitters'."""
-  return 1 + int(fden_config.cache_mirrors) + fden_config.cache_jitters
-
-
 def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: int, seed: int,
-                      style_dim: int = 0, copies: int = 0):
+                      style_dim: int = 0):
   """`inputs(step, replica, replicas) -> {"z", "marginal"}`: one replica's share of step `step`'s batch.
 
   The global batch is what one device trains on: `episodes` episodes drawn from (seed, step), their codes
@@ -48,17 +41,10 @@ def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: i
   style_dim: if not 0, also "style_noise" [E / R * C * (K + Q), style_dim], unit Gaussian noise for the
   style bottleneck (FDENConfig.style_bottleneck_weight), from a seed of its own (the other draws stay the
   same).
-  copies: if not 0, `latents` holds this many codes of each of N images, copy k of image i at row k N + i
-  (`pipeline.fden_training_codes`' layout), and the batch also has "z_copy" [E / R * C * (K + Q), Dim]:
-  for each sample, the code of another copy of its image, for the instance swap
-  (FDENConfig.instance_swap_weight), drawn from a seed of its own too.
   """
   with tf.device("/cpu:0"):  # input is made on the host (tf.data), whatever the replicas' devices
     latents = tf.convert_to_tensor(latents, tf.float32)
   n = episodes * sampler.way * (sampler.shot + sampler.query)
-  if copies and (copies < 2 or latents.shape[0] % copies):
-    raise ValueError(f"the instance swap needs codes of {copies} copies of each image (at least 2); "
-                     f"got {latents.shape[0]} codes")
 
   def inputs(step, replica, replicas):
     seed_t = tf.stack([tf.constant(seed, tf.int64), step])
@@ -72,11 +58,6 @@ def replica_inputs_fn(sampler: episodes_lib.EpisodeSampler, latents, episodes: i
     if style_dim:  # a seed of its own: the other draws stay those of a run without it
       batch["style_noise"] = share(tf.random.stateless_normal(
           [n, style_dim], tf.random.experimental.stateless_fold_in(seed_t, 1)))
-    if copies:  # another copy of the same image: its row moves by 1 to copies - 1 blocks of N, cyclically
-      images = latents.shape[0] // copies
-      hops = tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(seed_t, 3),
-                                         minval=1, maxval=copies, dtype=tf.int32)
-      batch["z_copy"] = tf.gather(latents, (mine + share(hops) * images) % (copies * images))
     return batch
 
   return inputs
@@ -135,7 +116,7 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     g_ide, g_sty = model.disentangler(model.entangler(f_ide, partner, training=True), training=True)
     return losses.swap_consistency_loss(f_ide, partner, g_ide, g_sty)
 
-  def beyond_paper_terms(z, f_ide, f_sty, f_sty_sent, episodes, batch):
+  def beyond_paper_terms(z, f_ide, f_sty, f_sty_sent, episodes):
     """The terms beyond Eq. 6 whose weight is not 0 (none in the paper preset), by metric name."""
     grouped = lambda f: tf.reshape(f, [episodes, way, shot + query, -1])
     terms = {}
@@ -147,13 +128,6 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
       class_mate = episodes_lib.same_class_partner(f_ide, episodes, way, shot + query)
       terms["l_identity_swap"] = losses.identity_swap_loss(
           z, model.entangler(class_mate, f_sty_sent, training=True))
-    if c.instance_swap_weight:  # A's identity with the style of B, another copy of A's image, gives B
-      z_copy = model.standardize(batch["z_copy"])
-      f_sty_copy = model.disentangler(z_copy, training=True)[1]
-      if c.style_bottleneck_weight:
-        f_sty_copy += batch["style_noise"]
-      terms["l_instance_swap"] = losses.identity_swap_loss(
-          z_copy, model.entangler(f_ide, f_sty_copy, training=True))
     if c.identity_invariance_weight:
       terms["l_identity_invariance"] = losses.identity_invariance_loss(grouped(f_ide))
     if c.style_bottleneck_weight:
@@ -180,7 +154,7 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
       support, queries = episodes_lib.split_episode(
           tf.reshape(f_ide, [episodes, way, shot + query, -1]), shot)
       l_c, accuracy = losses.episodic_loss_eq5(support, queries, sampler.query_labels(episodes))
-      terms = beyond_paper_terms(z, f_ide, f_sty, f_sty_sent, episodes, batch)
+      terms = beyond_paper_terms(z, f_ide, f_sty, f_sty_sent, episodes)
       # Marginal pairs index the global batch's f_sty (every replica's, gathered in replica order).
       t_joint, t_marginal = model.statistician_outputs(f_ide, f_sty, batch["marginal"], training=True,
                                                        pool=distribute.all_gather)
@@ -297,8 +271,7 @@ def train(model: fden_lib.FDEN, fden_config, latents: np.ndarray, labels: np.nda
                               strategy)
   inputs = distribute.StepInputs(
       strategy, replica_inputs_fn(sampler, latents, c.episodes_per_batch, seed,
-                        model.style_dim if c.style_bottleneck_weight else 0,
-                        copies_of_each_image(c) if c.instance_swap_weight else 0),
+                        model.style_dim if c.style_bottleneck_weight else 0),
       c.steps)
   compiled = make_train_step(model, optimizer, sampler, c, strategy, inputs.element_spec)
   if refit:

@@ -86,9 +86,6 @@ flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the pa
 flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class identity swap (beyond the "
                    "paper; 0 = off; preset cpu: 0.07): ||z_A - E(f_ide of a class-mate, f_sty_A)||^2 "
                    "(docs/paper.md).")
-flags.DEFINE_float("instance_swap_weight", None, "Weight of FDEN's identity swap between two copies of one "
-                   "training image (beyond the paper; 0 = off; needs --cache_jitters or --cache_mirrors): "
-                   "||z_B - E(f_ide_A, f_sty_B)||^2, B a jittered or mirrored copy of A's image.")
 flags.DEFINE_float("identity_invariance_weight", None, "Weight of Fisher's criterion on f_ide (beyond the "
                    "paper; 0 = off): its within-class over its total scatter in each episode, pushing style out "
                    "of f_ide (docs/paper.md).")
@@ -144,8 +141,7 @@ def build_config():
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_instance_noise",
-               "alpha", "identity_swap_weight", "instance_swap_weight", "identity_invariance_weight",
-               "style_bottleneck_weight",
+               "alpha", "identity_swap_weight", "identity_invariance_weight", "style_bottleneck_weight",
                "clean_decoding_weight", "cache_jitters", "entangler_refit_steps"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
@@ -181,7 +177,6 @@ def build_config():
                 episodes_per_batch="episodes_per_batch", checkpoint_every="checkpoint_every",
                 learning_rate_schedule="fden_learning_rate_schedule",
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
-                instance_swap_weight="instance_swap_weight",
                 identity_invariance_weight="identity_invariance_weight",
                 style_bottleneck_weight="style_bottleneck_weight",
                 clean_decoding_weight="clean_decoding_weight", style_dim="style_dim",

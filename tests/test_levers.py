@@ -16,7 +16,6 @@ from fden_tf import losses
 from fden_tf import train_ali
 from fden_tf import train_fden
 from fden_tf import training_loop
-from fden_tf.data import episodes as episodes_lib
 
 
 def test_instance_noise_has_its_own_draws_and_leaves_the_others_unchanged():
@@ -240,57 +239,3 @@ def test_identity_invariance_takes_the_style_out_of_f_ide_on_unseen_classes(tmp_
 
   paper, invariant = fisher_ratio(0.0), fisher_ratio(10.0)
   assert invariant < 0.7 * paper, (paper, invariant)  # measured: 0.0120 -> 0.0053
-
-
-def test_instance_swap_inputs_pair_each_sample_with_another_copy_of_its_image():
-  """replica_inputs_fn(copies=3) on a cache laid out as pipeline.fden_training_codes writes it (N originals,
-  then N mirrors or jitters, then N more): "z_copy" is a code of the same image (row mod N), never the
-  sample's own row, and the other draws are those of a run without it."""
-  n, copies = 40, 3
-  latents = np.arange(n * copies, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)  # row r holds r
-  labels = np.tile(np.repeat(np.arange(8), 5), copies)
-  sampler = episodes_lib.EpisodeSampler(labels, 4, 1, 1)
-  step = tf.constant(7, tf.int64)
-  plain = train_fden.replica_inputs_fn(sampler, latents, 2, seed=3)(step, 0, 1)
-  paired = train_fden.replica_inputs_fn(sampler, latents, 2, seed=3, copies=copies)(step, 0, 1)
-  assert set(paired) == set(plain) | {"z_copy"}
-  for key in plain:
-    np.testing.assert_array_equal(plain[key].numpy(), paired[key].numpy())
-  own, other = paired["z"].numpy()[:, 0].astype(int), paired["z_copy"].numpy()[:, 0].astype(int)
-  np.testing.assert_array_equal(own % n, other % n)
-  assert np.all(own != other) and set(other // n) == {0, 1, 2}
-  halves = [train_fden.replica_inputs_fn(sampler, latents, 2, seed=3, copies=copies)(step, r, 2)["z_copy"]
-            for r in range(2)]
-  np.testing.assert_array_equal(np.concatenate(halves), paired["z_copy"].numpy())  # replicas share the draws
-  with pytest.raises(ValueError, match="copies of each image"):
-    train_fden.replica_inputs_fn(sampler, latents[:-1], 2, seed=3, copies=copies)
-
-
-def test_instance_swap_sends_what_the_augmentation_changed_through_f_sty(tmp_path):
-  """Codes z = Q [identity; style] whose training cache holds two copies of each sample that differ in the
-  first two style coordinates only (what an augmentation changes). Translating test sample A into B's
-  style, those coordinates of E(f_ide^A, f_sty^B) come from B with the instance swap, and much less
-  without it."""
-  rng = np.random.default_rng(0)
-  rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
-  z_train, labels, centres, styles = _synthetic_codes(rng, 60, 10, rotation)
-  augmented = styles.copy()
-  augmented[:, :2] = rng.normal(size=(len(styles), 2))
-  z_copies = np.concatenate([z_train, (np.concatenate([centres[labels], augmented], 1) @ rotation.T)])
-  _, test_labels, test_centres, test_styles = _synthetic_codes(rng, 20, 10, rotation)
-
-  def augmented_part_error(**levers):
-    model, metrics = _train(tmp_path, z_copies.astype(np.float32), np.tile(labels, 2), cache_jitters=1,
-                            style_bottleneck_weight=0.03, **levers)
-    assert ("l_instance_swap" in metrics) == bool(levers)
-    a, b = np.random.default_rng(1).integers(len(test_labels), size=(2, 400))
-    f_ide, _ = model.disentangle(tf.constant((np.concatenate([test_centres[test_labels[a]], test_styles[a]], 1)
-                                              @ rotation.T).astype(np.float32)))
-    _, f_sty = model.disentangle(tf.constant((np.concatenate([test_centres[test_labels[b]], test_styles[b]], 1)
-                                              @ rotation.T).astype(np.float32)))
-    got = model.entangle(f_ide, f_sty).numpy() @ rotation
-    return float(np.mean((got[:, 4:6] - test_styles[b, :2]) ** 2))  # the truth has unit spread
-
-  without, with_swap = augmented_part_error(), augmented_part_error(instance_swap_weight=1.0)
-  print(without, with_swap)
-  assert with_swap < 0.5 * without, (without, with_swap)
