@@ -5,11 +5,14 @@
 For a finished glyphs run, fits an Entangler (an MLP) on the training classes from an identity code and a
 style code to z, for each pairing of
   identity: "class_mean" (the code's class mean: knows the labels) or "f_ide" (the run's FDEN),
-  style:    "true" (glyphs' six true style factors) or "f_sty" (the run's FDEN),
+  style:    "true" (glyphs' six true style factors), "z_probe" (the true style as an MLP fit on the
+            training classes reads it from z: ground_truth.styles_read_from) or "f_sty" (the run's FDEN),
 then scores translation on the test classes exactly as `scripts/evaluate.py` does (the same pairs, 0 = no
 translation, 1 = the plugged network's reconstruction of the true target). "class_mean+true" bounds what
-the plugged network's codes allow; "f_ide+f_sty" is what FDEN's own factors allow with the best Entangler
-this fit finds; the two mixed rows tell which factor falls short.
+the plugged network's decoder side allows; "class_mean+z_probe" what its encoder lets any f_sty computed
+from z hold for unseen classes (within what such an MLP finds); "f_ide+f_sty" is what FDEN's own factors
+allow with the best Entangler this fit finds; the mixed rows tell which factor falls short. The probe's R^2
+per style factor on the test classes is printed and written too.
 
 Prints a table and writes <run_dir>/translation_oracle.json.
 """
@@ -31,10 +34,12 @@ flags.DEFINE_integer("pairs", 500, "Translation pairs (scripts/evaluate.py's def
 RESULTS_FILE = "translation_oracle.json"
 
 
-def oracle_table(run_dir: str, steps: int, pairs: int) -> dict:
-  """The four oracle rows of a finished glyphs run (module docstring)."""
+def oracle_table(run_dir: str, steps: int, pairs: int) -> tuple:
+  """(the six oracle rows, the z probe's R^2 per style factor on the test classes) of a finished glyphs run
+  (module docstring)."""
   from fden_tf import plugin, runs, train_fden  # pylint: disable=g-import-not-at-top
-  from fden_tf.data import datasets  # pylint: disable=g-import-not-at-top
+  from sklearn import metrics as sk_metrics  # pylint: disable=g-import-not-at-top
+  from fden_tf.data import datasets, glyphs  # pylint: disable=g-import-not-at-top
   from fden_tf.metrics import ground_truth  # pylint: disable=g-import-not-at-top
   run = runs.load_run(run_dir)
   data = datasets.load(run.config.data)
@@ -47,8 +52,14 @@ def oracle_table(run_dir: str, steps: int, pairs: int) -> dict:
   identities = {"class_mean": (ground_truth.class_mean_codes(z_train, data.train.labels),
                                ground_truth.class_mean_codes(z_test, data.test.labels)),
                 "f_ide": (ide_train, ide_test)}
-  return ground_truth.oracle_translation(run.plugged, data.train, data.test, z_train, z_test, identities,
-                                         {"f_sty": (sty_train, sty_test)}, pairs, run.config.seed, steps)
+  probed = ground_truth.styles_read_from(z_train, data.train.styles, z_test, steps, run.config.seed)
+  mean, std = data.train.styles.mean(0), data.train.styles.std(0) + 1e-12
+  probe_r2 = dict(zip(glyphs.STYLE_NAMES, sk_metrics.r2_score((data.test.styles - mean) / std, probed[1],
+                                                              multioutput="raw_values").tolist()))
+  rows = ground_truth.oracle_translation(run.plugged, data.train, data.test, z_train, z_test, identities,
+                                         {"z_probe": probed, "f_sty": (sty_train, sty_test)}, pairs,
+                                         run.config.seed, steps)
+  return rows, probe_r2
 
 
 def format_table(rows: dict) -> str:
@@ -68,12 +79,14 @@ def main(argv):
   cli.import_tensorflow()
   from fden_tf import files  # pylint: disable=g-import-not-at-top
   try:
-    rows = oracle_table(FLAGS.run_dir, FLAGS.steps, FLAGS.pairs)
+    rows, probe_r2 = oracle_table(FLAGS.run_dir, FLAGS.steps, FLAGS.pairs)
   except (ValueError, FileNotFoundError) as e:
     cli.error_exit(str(e))
   files.write_json(os.path.join(FLAGS.run_dir, RESULTS_FILE),
-                   {"steps": FLAGS.steps, "pairs": FLAGS.pairs, "rows": rows})
+                   {"steps": FLAGS.steps, "pairs": FLAGS.pairs, "rows": rows, "z_probe_r2": probe_r2})
   print(format_table(rows))
+  print("style R^2 the z probe reaches on the test classes: "
+        + ", ".join(f"{name} {r2:.2f}" for name, r2 in probe_r2.items()))
   print(f"wrote {FLAGS.run_dir}/{RESULTS_FILE}")
 
 

@@ -163,17 +163,33 @@ def has_ground_truth(split) -> bool:
   return split.styles is not None and split.identities is not None
 
 
-def fit_oracle_entangler(inputs: np.ndarray, z: np.ndarray, steps: int, seed: int, width: int = 512):
-  """An MLP (two hidden layers of `width`, leaky ReLU) fit to z [N, Dim] from inputs [N, F] by Adam on
-  mean squared error, batches of 256, the rate decaying linearly from 1e-3 to 0 over `steps`.
-  Returns a function inputs [M, F] -> z [M, Dim] (float32)."""
+def fit_mlp(inputs: np.ndarray, targets: np.ndarray, steps: int, seed: int, width: int = 512):
+  """An MLP (two hidden layers of `width`, leaky ReLU) fit to targets [N, T] from inputs [N, F] by Adam on
+  mean squared error, batches of 256, the rate decaying linearly from 1e-3 to 0 over `steps`: the oracle
+  Entanglers (inputs: factors, targets: z) and the style probe (inputs: z, targets: styles).
+  Returns a function inputs [M, F] -> [M, T] (float32)."""
   keras.utils.set_random_seed(seed)
   mlp = keras.Sequential([keras.Input((inputs.shape[1],)), keras.layers.Dense(width, "leaky_relu"),
-                          keras.layers.Dense(width, "leaky_relu"), keras.layers.Dense(z.shape[1])])
+                          keras.layers.Dense(width, "leaky_relu"), keras.layers.Dense(targets.shape[1])])
   mlp.compile(keras.optimizers.Adam(keras.optimizers.schedules.PolynomialDecay(1e-3, steps, 0.0)), "mse")
-  data = tf.data.Dataset.from_tensor_slices((inputs.astype(np.float32), z.astype(np.float32)))
-  mlp.fit(data.shuffle(len(z), seed=seed).repeat().batch(256), steps_per_epoch=steps, epochs=1, verbose=0)
+  data = tf.data.Dataset.from_tensor_slices((inputs.astype(np.float32), targets.astype(np.float32)))
+  mlp.fit(data.shuffle(len(targets), seed=seed).repeat().batch(256), steps_per_epoch=steps, epochs=1,
+          verbose=0)
   return lambda x: mlp.predict(np.asarray(x, np.float32), batch_size=1000, verbose=0)
+
+
+def styles_read_from(z_train: np.ndarray, train_styles: np.ndarray, z_test: np.ndarray, steps: int,
+                     seed: int) -> tuple:
+  """The true styles as an MLP reads them from the codes: `fit_mlp` from z (standardised per coordinate
+  with the training split's statistics) to the styles (likewise standardised), fit on the training split.
+  Returns its (train [N_train, S], test [N_test, S]) predictions, in the standardised units of the training
+  split's styles: `oracle_translation`'s "true" units. What the test predictions miss of the truth is
+  style that no factorization of these codes can hand to an Entangler for unseen classes, however it is
+  trained (within what such an MLP finds)."""
+  z_mean, z_std = z_train.mean(0), z_train.std(0) + 1e-12
+  s_mean, s_std = train_styles.mean(0), train_styles.std(0) + 1e-12
+  probe = fit_mlp((z_train - z_mean) / z_std, (train_styles - s_mean) / s_std, steps, seed)
+  return probe((z_train - z_mean) / z_std), probe((z_test - z_mean) / z_std)
 
 
 def oracle_translation(plugged, train, test, z_train: np.ndarray, z_test: np.ndarray, identities: dict,
@@ -193,7 +209,7 @@ def oracle_translation(plugged, train, test, z_train: np.ndarray, z_test: np.nda
   out = {}
   for ide_name, (ide_train, ide_test) in identities.items():
     for sty_name, (sty_train, sty_test) in styles.items():
-      entangle = fit_oracle_entangler(np.concatenate([ide_train, sty_train], 1), z_train, steps, seed)
+      entangle = fit_mlp(np.concatenate([ide_train, sty_train], 1), z_train, steps, seed)
       own = entangle(np.concatenate([ide_test, sty_test], 1))
       fit_error = float(np.sum(np.square(own - z_test)) / np.sum(np.square(z_test)))
       translated = task["decode"](entangle(np.concatenate([ide_test[a], sty_test[b]], 1)))
