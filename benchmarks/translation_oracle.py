@@ -53,9 +53,9 @@ def oracle_table(run_dir: str, steps: int, pairs: int) -> tuple:
                                ground_truth.class_mean_codes(z_test, data.test.labels)),
                 "f_ide": (ide_train, ide_test)}
   probed = ground_truth.styles_read_from(z_train, data.train.styles, z_test, steps, run.config.seed)
-  mean, std = data.train.styles.mean(0), data.train.styles.std(0) + 1e-12
-  probe_r2 = dict(zip(glyphs.STYLE_NAMES, sk_metrics.r2_score((data.test.styles - mean) / std, probed[1],
-                                                              multioutput="raw_values").tolist()))
+  truth = ground_truth.standardise(data.test.styles, data.train.styles)  # the probe's units
+  probe_r2 = dict(zip(glyphs.STYLE_NAMES,
+                      sk_metrics.r2_score(truth, probed[1], multioutput="raw_values").tolist()))
   rows = ground_truth.oracle_translation(run.plugged, data.train, data.test, z_train, z_test, identities,
                                          {"z_probe": probed, "f_sty": (sty_train, sty_test)}, pairs,
                                          run.config.seed, steps)

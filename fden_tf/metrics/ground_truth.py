@@ -178,6 +178,12 @@ def fit_mlp(inputs: np.ndarray, targets: np.ndarray, steps: int, seed: int, widt
   return lambda x: mlp.predict(np.asarray(x, np.float32), batch_size=1000, verbose=0)
 
 
+def standardise(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+  """x [N, F] per coordinate in the units of `reference` [M, F] (the training split): minus its mean,
+  over its standard deviation."""
+  return (x - reference.mean(0)) / (reference.std(0) + 1e-12)
+
+
 def styles_read_from(z_train: np.ndarray, train_styles: np.ndarray, z_test: np.ndarray, steps: int,
                      seed: int) -> tuple:
   """The true styles as an MLP reads them from the codes: `fit_mlp` from z (standardised per coordinate
@@ -186,10 +192,9 @@ def styles_read_from(z_train: np.ndarray, train_styles: np.ndarray, z_test: np.n
   split's styles: `oracle_translation`'s "true" units. What the test predictions miss of the truth is
   style that no factorization of these codes can hand to an Entangler for unseen classes, however it is
   trained (within what such an MLP finds)."""
-  z_mean, z_std = z_train.mean(0), z_train.std(0) + 1e-12
-  s_mean, s_std = train_styles.mean(0), train_styles.std(0) + 1e-12
-  probe = fit_mlp((z_train - z_mean) / z_std, (train_styles - s_mean) / s_std, steps, seed)
-  return probe((z_train - z_mean) / z_std), probe((z_test - z_mean) / z_std)
+  inputs = standardise(z_train, z_train)
+  probe = fit_mlp(inputs, standardise(train_styles, train_styles), steps, seed)
+  return probe(inputs), probe(standardise(z_test, z_train))
 
 
 def oracle_translation(plugged, train, test, z_train: np.ndarray, z_test: np.ndarray, identities: dict,
@@ -202,8 +207,7 @@ def oracle_translation(plugged, train, test, z_train: np.ndarray, z_test: np.nda
   training split's statistics. Returns {"<identity>+<style>": {"fit_error": ||z - E||^2 / ||z||^2 on the
   test split's own combinations, "mse": score, "ssim": score}}.
   """
-  mean, std = train.styles.mean(0), train.styles.std(0) + 1e-12
-  styles = {"true": ((train.styles - mean) / std, (test.styles - mean) / std), **styles}
+  styles = {"true": (standardise(train.styles, train.styles), standardise(test.styles, train.styles)), **styles}
   task = _translation_task(plugged, test, z_test, pairs, seed)  # translation_fidelity's pairs and scale
   a, b = task["a"], task["b"]
   out = {}
