@@ -302,8 +302,8 @@ def flowers_cpu() -> Config:
   unseen species f_ide 49.30%, z 37.34%, raw pixels 37.64% (+11.7: the +10 target met), f_sty 23.88%,
   ||z - z~||^2/||z||^2 0.031, pixel ratio 0.06, D 0.81 / 0.16, prior-sample score 0.011. Round-off makes
   another ALI on each run: another run's ALI at 4,500 steps gave 50.38%, a third 49.26% but z 39.58% (+9.7,
-  f_sty 25.92%), so the 1-shot targets sit at their edge; 5-shot is a steady +8 over the pixels. How each
-  number got there: docs/results.md."""
+  f_sty 25.92%), so the 1-shot targets sit at their edge; 5-shot stays +7.6 to +8.2 over the pixels. How
+  each number got there: docs/results.md."""
   return Config(data=DataConfig(dataset="oxford_flowers102", image_size=64, channels=3),
                 ali=ALIConfig(architecture="celeba", width=0.125, latent_dim=128, batch_size=64, steps=4500,
                               learning_rate=2e-4, reconstruction_weight=1 / 12, prior_matching_weight=100.0,
