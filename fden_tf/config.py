@@ -254,7 +254,7 @@ def omniglot_cpu() -> Config:
   - the codes of 2 jittered copies of each training image, f_sty of 16 coordinates, 2,000 steps of Entangler
     refit (fidelity), and 30,000 steps at a rate decaying on a half cosine (FDEN still improved at 15,000).
 
-  Measured (2-core Intel Xeon VM, 2026-12-07, runs/omni_ali12k, from scratch; about 74 min of work, most of
+  Measured (2-core Intel Xeon VM, 2026-12-07, runs/omni_ali12k, from scratch; about 74 min of running, most of
   it sharing the cores): f_ide 95.46 / 98.92 / 86.01% on 5w1s / 5w5s / 20w1s (paper 88.3 / 95.4 / 82.6),
   f_sty 23.77% at 5w1s, ||z - z~||^2/||z||^2 0.012, pixel ratio 0.05, D 0.92 / 0.08, prior-sample score
   0.0024. Lake's protocol (--split=lake --train_rotations, 20-way, with the 8,000-step ALI of before):
