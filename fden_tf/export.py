@@ -423,12 +423,21 @@ class Interrupted(SystemExit):
 def _signals_raise(signums=(signal.SIGTERM, signal.SIGHUP)):
   """Within the block, SIGTERM/SIGHUP raise `Interrupted`, so `finally` clauses run (their default action
   kills the process on the spot, leaving the temporary folder behind). Only signals left at their default
-  action, and only in the main thread (the only one where Python can install handlers)."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
+  action, and only in the main thread (the only one where Python can install handlers).
 
+  Yields `raise_if_signalled`, to call before a step that cannot be undone: the handler's exception can be
+  swallowed where Python happens to run it (a finaliser, a library's catch-all), and the export would then
+  go on to publish as if no signal had come (seen once in CI: exit 0 after a SIGTERM mid-save).
+  """
   received = []
+
+  def raise_if_signalled():
+    if received:
+      raise Interrupted(received[0])
+
+  if threading.current_thread() is not threading.main_thread():
+    yield raise_if_signalled
+    return
 
   def handler(signum, frame):
     del frame
@@ -440,7 +449,7 @@ def _signals_raise(signums=(signal.SIGTERM, signal.SIGHUP)):
     if signal.getsignal(signum) == signal.SIG_DFL:
       previous[signum] = signal.signal(signum, handler)
   try:
-    yield
+    yield raise_if_signalled
   except Interrupted:
     raise
   except BaseException as e:
@@ -505,18 +514,19 @@ def export(ali, fden, image_shape, export_base, name, info=None, chunk_rows=CHUN
     raise ValueError(f"cannot create the export folder {model_dir} ({e.strerror})") from None
   remove_stale_temporaries(model_dir)
   module = ServingModule(ali, fden, image_shape, chunk_rows)
-  with _signals_raise():
+  with _signals_raise() as raise_if_signalled:
     # Hidden and not an integer: TF Serving's poller skips it while it is being written.
     tmp_dir = tempfile.mkdtemp(dir=model_dir, prefix=f"{_TMP_PREFIX}{os.getpid()}@{socket.gethostname()}-")
     try:
-      return _write_version(module, tmp_dir, model_dir, name, info)
+      return _write_version(module, tmp_dir, model_dir, name, info, raise_if_signalled)
     finally:
       if os.path.exists(tmp_dir):  # only when something failed (or a signal came) before the rename
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _write_version(module, tmp_dir, model_dir, name, info):
-  """The SavedModel, warmup requests and export record into `tmp_dir`, then published as the next version."""
+def _write_version(module, tmp_dir, model_dir, name, info, raise_if_signalled):
+  """The SavedModel, warmup requests and export record into `tmp_dir`, then published as the next version
+  unless a termination signal came meanwhile (`raise_if_signalled`)."""
   files.usual_mode(tmp_dir)  # mkdtemp's 0700 would keep a server running as another user out
   tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
   write_warmup(tmp_dir, warmup_logs(name, module.image_shape, module.latent_dim, module.style_dim))
@@ -526,6 +536,7 @@ def _write_version(module, tmp_dir, model_dir, name, info):
                 exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
   with open(os.path.join(tmp_dir, "assets.extra", INFO_FILE), "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
+  raise_if_signalled()
   return _publish(tmp_dir, model_dir)
 
 

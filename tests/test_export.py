@@ -787,6 +787,35 @@ def test_a_signal_whose_exception_tensorflow_rewrapped_still_stops_the_export_as
       raise TypeError("a real error")
 
 
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_export_before_it_publishes(tmp_path, monkeypatch):
+  """Python runs a signal handler wherever the main thread happens to be: in a finaliser or under a
+  library's catch-all its exception is lost. The export must still stop before publishing (CI once saw
+  exit 0 and a published version after a SIGTERM mid-save)."""
+  import signal
+  import time
+  from fden_tf import ali as ali_lib
+  from fden_tf import export
+  from fden_tf import fden as fden_lib
+
+  def save_that_swallows(module, tmp_dir, signatures=None):
+    del module, signatures
+    (tmp_path / "m" / os.path.basename(tmp_dir) / "saved_model.pb").write_text("half")
+    try:
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # the handler runs here
+    except export.Interrupted:
+      pass  # lost, as in a __del__
+
+  monkeypatch.setattr(export.tf.saved_model, "save", save_that_swallows)
+  ali = ali_lib.ALI("svhn", 8, 1, 0.125, name="ali")
+  model = fden_lib.FDEN(8, hidden_scale=0.05)
+  with pytest.raises(export.Interrupted) as info:
+    export.export(ali, model, (32, 32, 1), str(tmp_path), "m")
+  assert info.value.code == 128 + signal.SIGTERM
+  assert os.listdir(tmp_path / "m") == []  # nothing published, the temporary folder removed
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
 def test_temporary_folders_of_dead_exports_are_removed(tmp_path):
   import socket
   import time
