@@ -518,15 +518,16 @@ def export(ali, fden, image_shape, export_base, name, info=None, chunk_rows=CHUN
     # Hidden and not an integer: TF Serving's poller skips it while it is being written.
     tmp_dir = tempfile.mkdtemp(dir=model_dir, prefix=f"{_TMP_PREFIX}{os.getpid()}@{socket.gethostname()}-")
     try:
-      return _write_version(module, tmp_dir, model_dir, name, info, raise_if_signalled)
+      _write_version(module, tmp_dir, name, info)
+      raise_if_signalled()  # the rename below cannot be undone
+      return _publish(tmp_dir, model_dir)
     finally:
       if os.path.exists(tmp_dir):  # only when something failed (or a signal came) before the rename
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _write_version(module, tmp_dir, model_dir, name, info, raise_if_signalled):
-  """The SavedModel, warmup requests and export record into `tmp_dir`, then published as the next version
-  unless a termination signal came meanwhile (`raise_if_signalled`)."""
+def _write_version(module, tmp_dir, name, info):
+  """The SavedModel, warmup requests and export record into `tmp_dir` (published by the caller)."""
   files.usual_mode(tmp_dir)  # mkdtemp's 0700 would keep a server running as another user out
   tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
   write_warmup(tmp_dir, warmup_logs(name, module.image_shape, module.latent_dim, module.style_dim))
@@ -536,8 +537,6 @@ def _write_version(module, tmp_dir, model_dir, name, info, raise_if_signalled):
                 exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
   with open(os.path.join(tmp_dir, "assets.extra", INFO_FILE), "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
-  raise_if_signalled()
-  return _publish(tmp_dir, model_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------
