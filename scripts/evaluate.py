@@ -21,7 +21,7 @@ flags.DEFINE_string("decoder", None, "The run's own frozen decoder (.keras or Sa
 flags.DEFINE_integer("samples", 2000, "Held-out samples for distance correlation, fidelity and ground-truth metrics.")
 flags.DEFINE_integer("mi_samples", 4000, "Held-out samples each fresh mutual-information statistician sees.")
 flags.DEFINE_integer("mine_steps", 600, "Training steps of each fresh mutual-information statistician.")
-flags.DEFINE_integer("translation_pairs", 500, "Image pairs for translation fidelity (glyphs).")
+flags.DEFINE_integer("translation_pairs", 500, "Image pairs for factor mixing and, on glyphs, translation fidelity.")
 flags.DEFINE_integer("way", None, "Classes per few-shot test episode (default: the run's task).")
 flags.DEFINE_integer("shot", None, "Support samples per class in the test episodes (default: the run's), "
                      "e.g. 5 for the 5-shot accuracy of an FDEN trained on 1-shot episodes.")

@@ -19,6 +19,7 @@ from fden_tf.metrics import evaluate as evaluate_lib
 from fden_tf.metrics import fidelity
 from fden_tf.metrics import ground_truth
 from fden_tf.metrics import independence
+from fden_tf.metrics import mixing
 from fden_tf.metrics import report
 
 
@@ -108,6 +109,43 @@ def test_pixel_fidelity_known_answers():
   assert out["reconstruction"] == pytest.approx(0.01)
   assert out["z_tilde_vs_z"] == pytest.approx(0.04)
   assert out["z_tilde_vs_image"] == pytest.approx(0.09)
+
+
+class _HalvesFDEN:
+  """A known factorization: f_ide is z's first `ide` coordinates, f_sty the rest; the Entangler puts them
+  back (or, with ignore_style, puts zeros where the style was)."""
+
+  def __init__(self, ide, ignore_style=False):
+    self.ide, self.ignore_style = ide, ignore_style
+
+  def disentangle(self, z):
+    return z[:, :self.ide], z[:, self.ide:]
+
+  def entangle(self, f_ide, f_sty):
+    return tf.concat([f_ide, tf.zeros_like(f_sty) if self.ignore_style else f_sty], axis=1)
+
+
+def test_factor_mixing_shares_are_each_factors_part_of_the_pairs_difference():
+  # z = [identity (3 coordinates, set by the class) | style (5 coordinates, per sample)], G = identity map:
+  # mixing B's style into A changes exactly B's style minus A's, so the style share is the style
+  # coordinates' part of ||z_B - z_A||^2, and the identity share the rest; an Entangler that drops f_sty
+  # gives a style share of 0 whatever f_sty holds.
+  rng = np.random.default_rng(0)
+  labels = _labels(classes=10, per_class=8)
+  z = np.concatenate([3.0 * rng.standard_normal((10, 3))[labels], rng.standard_normal((80, 5))], 1)
+  z = z.astype(np.float32)
+  plugged = plugin.FrozenAutoencoder(lambda x: x, lambda c: c)
+  out = mixing.factor_mixing(plugged, _HalvesFDEN(3), z, labels, pairs=400, seed=1)
+  a, b = ground_truth.translation_pairs(labels, 400, 1)
+  d = np.square(z[b] - z[a])
+  expected_style = d[:, 3:].sum() / d.sum()
+  for space in ("latent", "pixels"):
+    assert out[space]["style_share"] == pytest.approx(expected_style, rel=1e-5)
+    assert out[space]["identity_share"] == pytest.approx(1 - expected_style, rel=1e-5)
+  assert 0.1 < expected_style < 0.5  # both factors carry part of the difference
+  empty = mixing.factor_mixing(plugged, _HalvesFDEN(3, ignore_style=True), z, labels, pairs=400, seed=1)
+  assert empty["latent"]["style_share"] == 0.0 and empty["pixels"]["style_share"] == 0.0
+  assert empty["latent"]["identity_share"] == pytest.approx(d[:, :3].sum() / d.sum(), rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,10 +4,11 @@
     results = evaluate_run("runs/glyphs")                     # rebuilt from a run directory, and written there
     print(format_report(results))
 
-Four families, each in its own module: identity alignment (`alignment`), independence of the factors
-(`independence`), plug-in fidelity (`fidelity`) and, on datasets that know every sample's true style and
-identity (glyphs), metrics against that ground truth (`ground_truth`). Everything is measured on the unseen
-test classes; the samples-hungry metrics on a fixed random subsample of them.
+Five families, each in its own module: identity alignment (`alignment`), independence of the factors
+(`independence`), plug-in fidelity (`fidelity`), what mixing two images' factors changes (`mixing`) and, on
+datasets that know every sample's true style and identity (glyphs), metrics against that ground truth
+(`ground_truth`). Everything is measured on the unseen test classes; the samples-hungry metrics on a fixed
+random subsample of them.
 """
 
 import os
@@ -27,6 +28,7 @@ from fden_tf.metrics import alignment
 from fden_tf.metrics import fidelity
 from fden_tf.metrics import ground_truth
 from fden_tf.metrics import independence
+from fden_tf.metrics import mixing
 
 RESULTS_FILE = "disentanglement.json"
 # The pipeline's evaluation episodes (pipeline.train_and_evaluate), so alignment matches metrics.json.
@@ -99,11 +101,14 @@ def evaluate_models(plugged, model: fden_lib.FDEN, data, config: config_lib.Conf
       f_ide[order], f_sty[order], z_test[order], mine_steps, seed, dcor_samples=samples)
   timings["independence"] = time.time() - t
 
-  # Phase 3: plug-in fidelity.
+  # Phase 3: plug-in fidelity, and what each factor changes when two images' factors are mixed.
   t = time.time()
   results["fidelity"] = fidelity.plugin_fidelity(plugged, data.test.images[held], z_test[held],
                                                  z_tilde[held])
   timings["fidelity"] = time.time() - t
+  t = time.time()
+  results["mixing"] = mixing.factor_mixing(plugged, model, z_test, data.test.labels, translation_pairs, seed)
+  timings["mixing"] = time.time() - t
 
   # Phase 4: ground truth (glyphs only; other datasets know labels, not styles).
   t = time.time()

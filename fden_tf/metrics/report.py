@@ -43,6 +43,15 @@ def _fidelity(fid: dict) -> list:
           f"   pixel MSE, G(z)  vs x             {_num(pix['reconstruction'])}   the plugged network alone"]
 
 
+def _mixing(mix: dict) -> list:
+  row = lambda space: f"{_num(mix[space]['style_share'], 3):>8} {_num(mix[space]['identity_share'], 3):>9}"
+  return [f"   mixing the factors of A and B ({mix['pairs']} pairs, other classes): how much of B - A swapping in",
+          "   B's factor makes",
+          f"   {'':<30} {'style':>8} {'identity':>9}   (0: the Entangler ignores that factor)",
+          f"   {'in codes':<30} {row('latent')}",
+          f"   {'in decoded images':<30} {row('pixels')}"]
+
+
 def _ground_truth(gt: dict) -> list:
   style, probe, tr = gt["style_r2"], gt["identity_probe"], gt["translation"]
   names = list(style["f_sty"]["per_factor"])
@@ -73,7 +82,8 @@ def format_report(results: dict) -> str:
   """The results of `evaluate_models` / `evaluate_run` as aligned plain text, one section per metric family."""
   head = f"Disentanglement report: {results.get('run_dir', 'in memory')} ({results['dataset']})"
   lines = [head, ""] + _alignment(results["alignment"]) + [""] + _independence(results["independence"])
-  lines += [""] + _fidelity(results["fidelity"]) + [""]
+  lines += [""] + _fidelity(results["fidelity"])
+  lines += (_mixing(results["mixing"]) if results.get("mixing") else []) + [""]
   if results.get("ground_truth"):
     lines += _ground_truth(results["ground_truth"])
   else:
