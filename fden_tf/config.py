@@ -60,6 +60,9 @@ class ALIConfig:
   # Beyond ALI: instance noise (Sonderby et al. 2017), the standard deviation of Gaussian noise added to
   # the real and the generated images the discriminator sees (pixels in [0, 1]); 0 = ALI's.
   instance_noise: float = 0.0
+  # Beyond ALI: flip each training image left-right with probability 1/2 (drawn from (seed, step)), for
+  # data whose content a mirror keeps (flowers; not glyphs or characters).
+  mirror: bool = False
   checkpoint_every: int = 1000
 
 

@@ -28,10 +28,11 @@ def make_optimizer(c, lr_factor=1.0):
 def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
   """`inputs(step, replica, replicas) -> {"x", "eps", "z_prior"}`: one replica's share of step `step`'s
   batch. The global batch is one device's: `batch_size` images of that step's slice of the epoch's
-  permutation, the posterior noise eps and the prior draws z, all from (seed, step); replica r of R takes
-  rows [r B / R, (r + 1) B / R) of each (whole images). Shapes as the step saw them when it drew its own
-  batch: x with an unknown batch dimension, the noise with a known one (CPU kernels sum in another order
-  when a shape is static, and one-device runs keep the numbers of earlier versions bit for bit)."""
+  permutation (each mirrored or not with `mirror`), the posterior noise eps and the prior draws z, all from
+  (seed, step); replica r of R takes rows [r B / R, (r + 1) B / R) of each (whole images). Shapes as the
+  step saw them when it drew its own batch: x with an unknown batch dimension, the noise with a known one
+  (CPU kernels sum in another order when a shape is static, and one-device runs keep the numbers of earlier
+  versions bit for bit)."""
   batch_size = ali_config.batch_size
   batch_of = batch_indices_fn(len(images), batch_size, seed)
   with tf.device("/cpu:0"):  # input is made on the host (tf.data), whatever the replicas' devices
@@ -51,6 +52,11 @@ def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
           tf.random.experimental.stateless_fold_in(noise_seed, 1), 2))
       pixels = lambda seed: tf.random.stateless_normal([batch_size, *images.shape[1:]], seed)[rows]
       batch.update(noise_real=pixels(real_seed), noise_fake=pixels(fake_seed))
+    if ali_config.mirror:  # a seed of its own too
+      flip = tf.random.stateless_uniform([batch_size], tf.random.experimental.stateless_fold_in(noise_seed, 2))
+      flip = tf.reshape(flip[rows] < 0.5, [-1, 1, 1, 1])
+      x = batch["x"]
+      batch["x"] = tf.reshape(tf.where(flip, tf.reverse(x, axis=[2]), x), tf.shape(x))  # x's shape as above
     return batch
 
   return inputs

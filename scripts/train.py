@@ -76,6 +76,9 @@ flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian n
                    "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
                    "the discriminator from winning outright on glyphs (docs/results.md; preset cpu: "
                    "0.2).")
+flags.DEFINE_boolean("ali_mirror", None, "Flip each of ALI's training images left-right with probability 1/2 "
+                     "(beyond ALI): for data whose content a mirror keeps, such as flowers; not glyphs or "
+                     "characters.")
 flags.DEFINE_float("ali_discriminator_lr_factor", None, "ALI discriminator's learning rate as a multiple of "
                    "ALI's (1 = ALI's).")
 flags.DEFINE_enum("fden_learning_rate_schedule", None, ["constant", "cosine"],
@@ -167,7 +170,7 @@ def build_config():
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight",
                prior_matching_weight="ali_prior_matching_weight", instance_noise="ali_instance_noise",
-               discriminator_lr_factor="ali_discriminator_lr_factor",
+               discriminator_lr_factor="ali_discriminator_lr_factor", mirror="ali_mirror",
                checkpoint_every="checkpoint_every")
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
   if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
