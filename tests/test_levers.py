@@ -37,30 +37,29 @@ def test_instance_noise_has_its_own_draws_and_leaves_the_others_unchanged():
   np.testing.assert_array_equal(np.concatenate(halves), fake)  # replicas share the one-device draws
 
 
-
 def test_mirror_flips_about_half_the_batch_and_leaves_the_other_draws_unchanged():
   images = np.random.default_rng(0).uniform(size=(40, 8, 8, 3)).astype(np.float32)
   plain = config_lib.ALIConfig(batch_size=16, latent_dim=4)
   mirrored = dataclasses.replace(plain, mirror=True)
-  step = tf.constant(3, tf.int64)
-  a = train_ali.replica_inputs_fn(images, plain, 4, seed=5)(step, 0, 1)
-  b = train_ali.replica_inputs_fn(images, mirrored, 4, seed=5)(step, 0, 1)
-  assert set(b) == set(a)
+  draw = lambda config, step, replica=0, replicas=1: train_ali.replica_inputs_fn(images, config, 4, seed=5)(
+      tf.constant(step, tf.int64), replica, replicas)
+
+  def flipped_rows(step):
+    x, y = draw(plain, step)["x"].numpy(), draw(mirrored, step)["x"].numpy()
+    same, flipped = np.all(y == x, axis=(1, 2, 3)), np.all(y == x[:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same ^ flipped)  # each image as it was or mirrored left-right, never anything else
+    return flipped
+
+  a, b = draw(plain, 3), draw(mirrored, 3)
+  assert set(b) == set(a) and b["x"].shape.as_list() == a["x"].shape.as_list()  # the step traces alike
   for key in ("eps", "z_prior"):
     np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
-  x, y = a["x"].numpy(), b["x"].numpy()
-  same = np.all(y == x, axis=(1, 2, 3))
-  flipped = np.all(y == x[:, :, ::-1], axis=(1, 2, 3))
-  assert np.all(same ^ flipped)  # each image as it was or mirrored left-right, never anything else
-  assert 3 <= flipped.sum() <= 13  # about half of 16
-  assert b["x"].shape.as_list() == a["x"].shape.as_list()  # the step traces with the same shapes
-  again = train_ali.replica_inputs_fn(images, mirrored, 4, seed=5)(step, 0, 1)
-  np.testing.assert_array_equal(again["x"].numpy(), y)  # a function of (seed, step): resumable
-  halves = [train_ali.replica_inputs_fn(images, mirrored, 4, seed=5)(step, r, 2)["x"] for r in range(2)]
-  np.testing.assert_array_equal(np.concatenate(halves), y)  # replicas share the one-device draws
-  other = train_ali.replica_inputs_fn(images, mirrored, 4, seed=5)(tf.constant(4, tf.int64), 0, 1)["x"]
-  plain_other = train_ali.replica_inputs_fn(images, plain, 4, seed=5)(tf.constant(4, tf.int64), 0, 1)["x"]
-  assert not np.array_equal(np.all(other.numpy() == plain_other.numpy(), axis=(1, 2, 3)), same)  # redrawn
+  assert 3 <= flipped_rows(3).sum() <= 13  # about half of 16
+  assert not np.array_equal(flipped_rows(3), flipped_rows(4))  # redrawn at every step
+  np.testing.assert_array_equal(draw(mirrored, 3)["x"].numpy(), b["x"].numpy())  # from (seed, step): resumable
+  halves = [draw(mirrored, 3, r, 2)["x"] for r in range(2)]
+  np.testing.assert_array_equal(np.concatenate(halves), b["x"].numpy())  # replicas share the one-device draws
+
 
 def _synthetic_codes(rng, classes, per_class, rotation):
   """z = rotation [identity(class); style(sample)]: 4 identity and 4 style coordinates, mixed."""
