@@ -48,6 +48,15 @@ class FrozenAutoencoder:
   def encode(self, images):
     return tf.convert_to_tensor(self._call(self._encoder, images), tf.float32)
 
+  @property
+  def compiled_encode(self):
+    """`encode` as one tf.function kept with the network, so that every `encode_all` over it (the cache, its
+    mirrored and jittered copies, the metrics) reuses the traces of the batch shapes it has seen; a
+    tf.function made per call traced again on every call, and TensorFlow warned about the retracing."""
+    if getattr(self, "_compiled_encode", None) is None:
+      self._compiled_encode = tf.function(self.encode)
+    return self._compiled_encode
+
   def decode(self, z):
     return tf.convert_to_tensor(self._call(self._decoder, z), tf.float32)
 
@@ -180,7 +189,7 @@ def check_plugged(plugged, images: np.ndarray, latent_dim=None):
 def encode_all(plugged, images: np.ndarray, batch_size: int = 500, show_progress: bool = False,
                desc: str = "caching latents") -> np.ndarray:
   """The latent cache: plugged.encode over `images` [N, H, W, C] in batches -> float32 [N, Dim]."""
-  encode = tf.function(plugged.encode)
+  encode = getattr(plugged, "compiled_encode", None) or tf.function(plugged.encode)
   out = []
   bar = progress_lib.Progress(len(images), desc, enabled=show_progress, unit="img")
   for start in range(0, len(images), batch_size):

@@ -79,6 +79,22 @@ def test_encode_all_batches_and_matches_direct_encoding():
   np.testing.assert_allclose(z, encoder(x).numpy(), atol=1e-5)
 
 
+
+def test_encode_all_traces_each_batch_shape_once_per_network():
+  traces = []
+
+  def encoder(x):
+    traces.append(x.shape[0])  # Python runs only while TensorFlow traces
+    return tf.reshape(x, (tf.shape(x)[0], -1))
+
+  plugged = plugin.FrozenAutoencoder(encoder, lambda z: z)
+  x = np.random.default_rng(2).uniform(size=(12, 2, 2, 1)).astype(np.float32)
+  first = plugin.encode_all(plugged, x, batch_size=5)  # batches of 5, 5, 2
+  again = plugin.encode_all(plugged, x[::-1].copy(), batch_size=5)  # the same shapes: no new trace
+  assert traces == [5, 2]
+  np.testing.assert_array_equal(first, x.reshape(12, -1))
+  np.testing.assert_array_equal(again, x[::-1].reshape(12, -1))
+
 def test_mirrored_training_codes_are_the_mirror_images_codes_labelled_as_their_originals():
   from fden_tf.data import split as split_lib
   # The code of an image is its first column, so a mirror's code is its last column: a known answer.
