@@ -32,6 +32,7 @@ class FrozenAutoencoder:
     self._encoder = encoder
     self._decoder = decoder
     self._variables = variables
+    self._compiled_encode = None  # made on first use: compiled_encode
     for net in (encoder, decoder):
       if isinstance(net, keras.Model):
         net.trainable = False  # a frozen network can never be handed to an optimizer by accident
@@ -53,7 +54,7 @@ class FrozenAutoencoder:
     """`encode` as one tf.function kept with the network, so that every `encode_all` over it (the cache, its
     mirrored and jittered copies, the metrics) reuses the traces of the batch shapes it has seen; a
     tf.function made per call traced again on every call, and TensorFlow warned about the retracing."""
-    if getattr(self, "_compiled_encode", None) is None:
+    if self._compiled_encode is None:
       self._compiled_encode = tf.function(self.encode)
     return self._compiled_encode
 

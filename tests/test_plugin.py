@@ -79,7 +79,6 @@ def test_encode_all_batches_and_matches_direct_encoding():
   np.testing.assert_allclose(z, encoder(x).numpy(), atol=1e-5)
 
 
-
 def test_encode_all_traces_each_batch_shape_once_per_network():
   traces = []
 
@@ -94,6 +93,7 @@ def test_encode_all_traces_each_batch_shape_once_per_network():
   assert traces == [5, 2]
   np.testing.assert_array_equal(first, x.reshape(12, -1))
   np.testing.assert_array_equal(again, x[::-1].reshape(12, -1))
+
 
 def test_mirrored_training_codes_are_the_mirror_images_codes_labelled_as_their_originals():
   from fden_tf.data import split as split_lib
