@@ -60,6 +60,10 @@ class ALIConfig:
   # Beyond ALI: instance noise (Sonderby et al. 2017), the standard deviation of Gaussian noise added to
   # the real and the generated images the discriminator sees (pixels in [0, 1]); 0 = ALI's.
   instance_noise: float = 0.0
+  # Beyond ALI: where set, the instance noise decays linearly from `instance_noise` at step 0 to this at the
+  # last of `steps` (Sonderby et al. anneal it), so that D sees the pixels' fine detail late in training;
+  # None = constant. A run resumed to more steps redraws the schedule over its new length.
+  instance_noise_final: Optional[float] = None
   # Beyond ALI: flip each training image left-right with probability 1/2 (drawn from (seed, step)), for
   # data whose content a mirror keeps (flowers; not glyphs or characters).
   mirror: bool = False

@@ -26,7 +26,9 @@ def _check_stage(stage, ali_dir, plugged):
 
 
 def check_architecture(ali_config, image_shape):
-  """The ALI architecture must take images of the dataset's height and width."""
+  """The ALI architecture must take images of the dataset's height and width; its options must agree."""
+  if ali_config.instance_noise_final is not None and not ali_config.instance_noise:
+    raise ValueError("--ali_instance_noise_final decays the instance noise: it needs --ali_instance_noise > 0")
   size = config_lib.ARCHITECTURE_IMAGE_SIZE.get(ali_config.architecture)
   if size is None:
     raise ValueError(f"unknown ALI architecture {ali_config.architecture!r}; choose one of "

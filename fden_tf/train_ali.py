@@ -28,8 +28,8 @@ def make_optimizer(c, lr_factor=1.0):
 def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
   """`inputs(step, replica, replicas) -> {"x", "eps", "z_prior"}`: one replica's share of step `step`'s
   batch. The global batch is one device's: `batch_size` images of that step's slice of the epoch's
-  permutation (each mirrored or not with `mirror`), the posterior noise eps and the prior draws z, all from
-  (seed, step); replica r of R takes rows [r B / R, (r + 1) B / R) of each (whole images). Shapes as the
+  permutation (each mirrored or not with `mirror`), the posterior noise eps and the prior draws z (and the
+  instance noise at its level, `instance_noise_level`), all from (seed, step); replica r of R takes rows [r B / R, (r + 1) B / R) of each (whole images). Shapes as the
   step saw them when it drew its own batch: x with an unknown batch dimension, the noise with a known one
   (CPU kernels sum in another order when a shape is static, and one-device runs keep the numbers of earlier
   versions bit for bit)."""
@@ -50,7 +50,8 @@ def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
     if ali_config.instance_noise:  # a seed of its own: the other draws stay those of a run without it
       real_seed, fake_seed = tf.unstack(tf.random.experimental.stateless_split(
           tf.random.experimental.stateless_fold_in(noise_seed, 1), 2))
-      pixels = lambda seed: tf.random.stateless_normal([batch_size, *images.shape[1:]], seed)[rows]
+      level = instance_noise_level(ali_config, step)
+      pixels = lambda seed: level * tf.random.stateless_normal([batch_size, *images.shape[1:]], seed)[rows]
       batch.update(noise_real=pixels(real_seed), noise_fake=pixels(fake_seed))
     if ali_config.mirror:  # a seed of its own too
       flip = tf.random.stateless_uniform([batch_size], tf.random.experimental.stateless_fold_in(noise_seed, 2))
@@ -60,6 +61,15 @@ def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
     return batch
 
   return inputs
+
+
+def instance_noise_level(ali_config, step):
+  """The standard deviation of step `step`'s instance noise: `instance_noise`, or with
+  `instance_noise_final` set, the straight line from `instance_noise` at step 0 to it at step `steps`."""
+  if ali_config.instance_noise_final is None:
+    return ali_config.instance_noise
+  progress = tf.minimum(tf.cast(step, tf.float32) / ali_config.steps, 1.0)
+  return ali_config.instance_noise + (ali_config.instance_noise_final - ali_config.instance_noise) * progress
 
 
 def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, ali_config, strategy=None, batch_spec=None):
@@ -93,8 +103,7 @@ def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, ali_config, stra
         x_tilde = gen(z_prior, training=True)  # decoder pair (G_x(z), z)
       x_real, x_fake = x, x_tilde
       if ali_config.instance_noise:  # the same noise level on both sides: D cannot win on pixel detail alone
-        x_real = x + ali_config.instance_noise * batch["noise_real"]
-        x_fake = x_tilde + ali_config.instance_noise * batch["noise_fake"]
+        x_real, x_fake = x + batch["noise_real"], x_tilde + batch["noise_fake"]
       logits = disc(tf.concat([x_real, x_fake], 0), tf.concat([z_hat, z_prior], 0), training=True)
       logit_real, logit_fake = tf.split(logits, 2)
       d_loss = losses.ali_discriminator_loss(logit_real, logit_fake) + poison

@@ -76,6 +76,9 @@ flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian n
                    "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
                    "the discriminator from winning outright on glyphs (docs/results.md; preset cpu: "
                    "0.2).")
+flags.DEFINE_float("ali_instance_noise_final", None, "Decay the instance noise linearly from "
+                   "--ali_instance_noise at step 0 to this at ALI's last step (beyond ALI; default: constant), "
+                   "so that the discriminator sees the images' fine detail late in training.")
 flags.DEFINE_boolean("ali_mirror", None, "Flip each of ALI's training images left-right with probability 1/2 "
                      "(beyond ALI): for data whose content a mirror keeps, such as flowers; not glyphs or "
                      "characters.")
@@ -144,8 +147,8 @@ def build_config():
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_instance_noise",
-               "alpha", "identity_swap_weight", "identity_invariance_weight", "style_bottleneck_weight",
-               "clean_decoding_weight", "cache_jitters", "entangler_refit_steps"):
+               "ali_instance_noise_final", "alpha", "identity_swap_weight", "identity_invariance_weight",
+               "style_bottleneck_weight", "clean_decoding_weight", "cache_jitters", "entangler_refit_steps"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
@@ -170,7 +173,7 @@ def build_config():
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight",
                prior_matching_weight="ali_prior_matching_weight", instance_noise="ali_instance_noise",
-               discriminator_lr_factor="ali_discriminator_lr_factor", mirror="ali_mirror",
+               instance_noise_final="ali_instance_noise_final", discriminator_lr_factor="ali_discriminator_lr_factor", mirror="ali_mirror",
                checkpoint_every="checkpoint_every")
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
   if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size

@@ -30,11 +30,24 @@ def test_instance_noise_has_its_own_draws_and_leaves_the_others_unchanged():
     np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
   real, fake = b["noise_real"].numpy(), b["noise_fake"].numpy()
   assert real.shape == fake.shape == (8, 8, 8, 1) and not np.allclose(real, fake)
-  assert abs(real.std() - 1.0) < 0.15 and abs(real.mean()) < 0.15  # unit noise, scaled in the step
+  assert abs(real.std() - 0.2) < 0.03 and abs(real.mean()) < 0.03  # at its level, added in the step
   again = train_ali.replica_inputs_fn(images, noisy, 4, seed=5)(step, 0, 1)
   np.testing.assert_array_equal(again["noise_real"].numpy(), real)  # a function of (seed, step): resumable
   halves = [train_ali.replica_inputs_fn(images, noisy, 4, seed=5)(step, r, 2)["noise_fake"] for r in range(2)]
   np.testing.assert_array_equal(np.concatenate(halves), fake)  # replicas share the one-device draws
+
+
+def test_instance_noise_decays_on_a_straight_line_to_its_final_level():
+  images = np.zeros((40, 8, 8, 1), np.float32)
+  constant = config_lib.ALIConfig(batch_size=8, latent_dim=4, steps=100, instance_noise=0.5)
+  decaying = dataclasses.replace(constant, instance_noise_final=0.1)
+  draw = lambda config, step: train_ali.replica_inputs_fn(images, config, 4, seed=5)(
+      tf.constant(step, tf.int64), 0, 1)["noise_real"].numpy()
+  for step, level in ((0, 0.5), (50, 0.3), (100, 0.1), (150, 0.1)):  # held at the final level past `steps`
+    assert train_ali.instance_noise_level(decaying, tf.constant(step, tf.int64)).numpy() == pytest.approx(level)
+    # The same unit draws as the constant noise, scaled by the step's level instead of 0.5.
+    np.testing.assert_allclose(draw(decaying, step), draw(constant, step) * level / 0.5, rtol=1e-5, atol=1e-7)
+  assert train_ali.instance_noise_level(constant, tf.constant(70, tf.int64)) == 0.5  # None: constant
 
 
 def test_mirror_flips_about_half_the_batch_and_leaves_the_other_draws_unchanged():
