@@ -29,10 +29,10 @@ def replica_inputs_fn(images, ali_config, latent_dim: int, seed: int):
   """`inputs(step, replica, replicas) -> {"x", "eps", "z_prior"}`: one replica's share of step `step`'s
   batch. The global batch is one device's: `batch_size` images of that step's slice of the epoch's
   permutation (each mirrored or not with `mirror`), the posterior noise eps and the prior draws z (and the
-  instance noise at its level, `instance_noise_level`), all from (seed, step); replica r of R takes rows [r B / R, (r + 1) B / R) of each (whole images). Shapes as the
-  step saw them when it drew its own batch: x with an unknown batch dimension, the noise with a known one
-  (CPU kernels sum in another order when a shape is static, and one-device runs keep the numbers of earlier
-  versions bit for bit)."""
+  instance noise at its level, `instance_noise_level`), all from (seed, step); replica r of R takes rows
+  [r B / R, (r + 1) B / R) of each (whole images). Shapes as the step saw them when it drew its own batch: x
+  with an unknown batch dimension, the noise with a known one (CPU kernels sum in another order when a shape
+  is static, and one-device runs keep the numbers of earlier versions bit for bit)."""
   batch_size = ali_config.batch_size
   batch_of = batch_indices_fn(len(images), batch_size, seed)
   with tf.device("/cpu:0"):  # input is made on the host (tf.data), whatever the replicas' devices

@@ -173,7 +173,8 @@ def build_config():
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight",
                prior_matching_weight="ali_prior_matching_weight", instance_noise="ali_instance_noise",
-               instance_noise_final="ali_instance_noise_final", discriminator_lr_factor="ali_discriminator_lr_factor", mirror="ali_mirror",
+               instance_noise_final="ali_instance_noise_final",
+               discriminator_lr_factor="ali_discriminator_lr_factor", mirror="ali_mirror",
                checkpoint_every="checkpoint_every")
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
   if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
