@@ -98,20 +98,46 @@ class Encoder(keras.Model):
     return mu + tf.exp(log_sigma) * noise
 
 
+class ResizeConv2D(keras.layers.Layer):
+  """Nearest-neighbour resize to `size` x `size`, then a 3x3 stride-1 `same` convolution (Odena et al. 2016,
+  "Deconvolution and checkerboard artifacts"): upsampling in which every output pixel gets the same number
+  of kernel taps, so it cannot paint a checkerboard the way a strided transposed convolution whose kernel
+  the stride does not divide does."""
+
+  def __init__(self, filters: int, size: int, **kwargs):
+    super().__init__(**kwargs)
+    self.size = size
+    self.conv = layers.Conv2D(filters, 3, 1, "same", use_bias=False, kernel_initializer=_init())
+
+  def build(self, input_shape):
+    self.conv.build((input_shape[0], self.size, self.size, input_shape[-1]))
+
+  def call(self, x):
+    return self.conv(tf.image.resize(x, (self.size, self.size), method="nearest"))
+
+
 class Generator(keras.Model):
-  """G_x(z): latents [B, latent_dim] -> images [B, H, W, channels] in (0, 1)."""
+  """G_x(z): latents [B, latent_dim] -> images [B, H, W, channels] in (0, 1). `upsampling` "transposed" is
+  ALI's; "resize" swaps each strided transposed convolution for a `ResizeConv2D` to the same size."""
 
   def __init__(self, arch: Architecture, latent_dim: int, channels: int, width: float = 1.0,
-               pixel_log_odds=None, **kwargs):
+               pixel_log_odds=None, upsampling: str = "transposed", **kwargs):
     super().__init__(**kwargs)
+    if upsampling not in ("transposed", "resize"):
+      raise ValueError(f"unknown generator upsampling {upsampling!r}; choose 'transposed' or 'resize'")
     self.latent_dim = latent_dim
     self.reshape = keras.layers.Reshape((1, 1, latent_dim))
     self.blocks = []
+    size = 1  # the feature map's side, grown as a valid transposed convolution grows it
     for kernel, stride, ch in arch.generator:
-      layer_cls = layers.Conv2DTranspose if (kernel, stride) != (1, 1) else layers.Conv2D
-      self.blocks.append((layer_cls(_channels(ch, width), kernel, stride, "valid", use_bias=False,
-                                    kernel_initializer=_init()),
-                          layers.BatchNormalization(momentum=BN_MOMENTUM),
+      size = (size - 1) * stride + kernel
+      filters = _channels(ch, width)
+      if upsampling == "resize" and stride > 1:
+        upsample = ResizeConv2D(filters, size)
+      else:
+        layer_cls = layers.Conv2DTranspose if (kernel, stride) != (1, 1) else layers.Conv2D
+        upsample = layer_cls(filters, kernel, stride, "valid", use_bias=False, kernel_initializer=_init())
+      self.blocks.append((upsample, layers.BatchNormalization(momentum=BN_MOMENTUM),
                           keras.layers.LeakyReLU(arch.leaky_slope)))
     self.to_pixels = layers.Conv2D(channels, 1, 1, "valid", use_bias=False, kernel_initializer=_init())
     # ALI's last bias is per pixel, initialised to the data's pixel log-odds, so the untrained generator
@@ -171,14 +197,15 @@ class ALI(keras.Model):
   """The three ALI networks together. `encode` (posterior mean) and `decode` make it a plug-in network."""
 
   def __init__(self, architecture="svhn", latent_dim=256, channels=1, width=1.0, pixel_log_odds=None,
-               **kwargs):
+               generator_upsampling="transposed", **kwargs):
     super().__init__(**kwargs)
     arch = get_architecture(architecture)
     self.architecture = architecture
     self.image_shape = (arch.image_size, arch.image_size, channels)
     self.latent_dim = latent_dim
     self.encoder = Encoder(arch, latent_dim, width, name="encoder")
-    self.generator = Generator(arch, latent_dim, channels, width, pixel_log_odds, name="generator")
+    self.generator = Generator(arch, latent_dim, channels, width, pixel_log_odds, generator_upsampling,
+                               name="generator")
     self.discriminator = Discriminator(arch, width, name="discriminator")
     # Build every variable now so checkpoints restore and optimizers can be built before the first step.
     x = tf.zeros((1,) + self.image_shape)

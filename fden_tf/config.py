@@ -67,9 +67,16 @@ class ALIConfig:
   # Beyond ALI: flip each training image left-right with probability 1/2 (drawn from (seed, step)), for
   # data whose content a mirror keeps (flowers; not glyphs or characters).
   mirror: bool = False
+  # Beyond ALI: how the generator upsamples (one of GENERATOR_UPSAMPLINGS). "transposed" is ALI's strided
+  # transposed convolutions; "resize" replaces each strided one by a nearest-neighbour resize to the same
+  # feature-map size and a 3x3 stride-1 convolution (Odena et al. 2016), which cannot paint the checkerboard
+  # that a kernel not divisible by its stride (the CelebA model's 7x7 at stride 2) leaves in samples.
+  generator_upsampling: str = "transposed"
   checkpoint_every: int = 1000
 
 
+# ALIConfig.generator_upsampling: ALI's strided transposed convolutions, or resize-convolutions.
+GENERATOR_UPSAMPLINGS = ("transposed", "resize")
 # FDENConfig.standardization: each coordinate its own scale, or one scale (the RMS spread) for every coordinate.
 STANDARDIZATIONS = ("per_dimension", "global")
 # FDENConfig.learning_rate_schedule: the episodic steps' rate held (the paper's), or decayed on a half cosine.

@@ -29,6 +29,9 @@ def check_architecture(ali_config, image_shape):
   """The ALI architecture must take images of the dataset's height and width; its options must agree."""
   if ali_config.instance_noise_final is not None and not ali_config.instance_noise:
     raise ValueError("--ali_instance_noise_final decays the instance noise: it needs --ali_instance_noise > 0")
+  if ali_config.generator_upsampling not in config_lib.GENERATOR_UPSAMPLINGS:
+    raise ValueError(f"unknown --ali_generator_upsampling {ali_config.generator_upsampling!r}; choose one of "
+                     f"{config_lib.GENERATOR_UPSAMPLINGS}")
   size = config_lib.ARCHITECTURE_IMAGE_SIZE.get(ali_config.architecture)
   if size is None:
     raise ValueError(f"unknown ALI architecture {ali_config.architecture!r}; choose one of "

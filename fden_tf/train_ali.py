@@ -18,7 +18,7 @@ def build_ali(ali_config, image_shape, train_images=None) -> ali_lib.ALI:
   preflight.check_architecture(ali_config, image_shape)
   log_odds = None if train_images is None else ali_lib.pixel_log_odds(train_images)
   return ali_lib.ALI(ali_config.architecture, ali_config.latent_dim, image_shape[2], ali_config.width,
-                     log_odds, name="ali")
+                     log_odds, ali_config.generator_upsampling, name="ali")
 
 
 def make_optimizer(c, lr_factor=1.0):

@@ -82,6 +82,10 @@ flags.DEFINE_float("ali_instance_noise_final", None, "Decay the instance noise l
 flags.DEFINE_boolean("ali_mirror", None, "Flip each of ALI's training images left-right with probability 1/2 "
                      "(beyond ALI): for data whose content a mirror keeps, such as flowers; not glyphs or "
                      "characters.")
+flags.DEFINE_enum("ali_generator_upsampling", None, ["transposed", "resize"],
+                  "How ALI's generator upsamples: transposed (ALI's strided transposed convolutions) or resize "
+                  "(beyond ALI: nearest-neighbour resize and a 3x3 convolution, Odena et al. 2016, which leaves "
+                  "no checkerboard in samples).")
 flags.DEFINE_float("ali_discriminator_lr_factor", None, "ALI discriminator's learning rate as a multiple of "
                    "ALI's (1 = ALI's).")
 flags.DEFINE_enum("fden_learning_rate_schedule", None, ["constant", "cosine"],
@@ -175,7 +179,7 @@ def build_config():
                prior_matching_weight="ali_prior_matching_weight", instance_noise="ali_instance_noise",
                instance_noise_final="ali_instance_noise_final",
                discriminator_lr_factor="ali_discriminator_lr_factor", mirror="ali_mirror",
-               checkpoint_every="checkpoint_every")
+               generator_upsampling="ali_generator_upsampling", checkpoint_every="checkpoint_every")
   size_to_architecture = {size: name for name, size in config_lib.ARCHITECTURE_IMAGE_SIZE.items()}
   if image_size in size_to_architecture:  # the paper's choice of ALI model for the image size
     ali["architecture"] = size_to_architecture[image_size]

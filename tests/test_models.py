@@ -24,6 +24,43 @@ def test_ali_shapes_follow_the_published_models(arch, channels):
   assert out.min() >= 0.0 and out.max() <= 1.0
 
 
+@pytest.mark.parametrize("arch", ["svhn", "celeba"])
+def test_resize_generator_makes_images_of_the_published_size(arch):
+  model = ali.ALI(arch, latent_dim=16, channels=3, width=0.125, generator_upsampling="resize")
+  size = ali.ARCHITECTURES[arch].image_size
+  out = model.decode(tf.random.normal((2, 16)))
+  assert out.shape == (2, size, size, 3)
+  assert any(isinstance(conv, ali.ResizeConv2D) for conv, _, _ in model.generator.blocks)
+  with pytest.raises(ValueError, match="unknown generator upsampling 'bilinear'"):
+    ali.ALI(arch, latent_dim=16, channels=3, width=0.125, generator_upsampling="bilinear")
+
+
+def test_a_config_with_an_unknown_upsampling_is_refused_before_any_model_is_built():
+  import dataclasses
+  from fden_tf import config, train_ali
+  bad = dataclasses.replace(config.ALIConfig(), generator_upsampling="deconv")
+  with pytest.raises(ValueError, match=r"unknown --ali_generator_upsampling 'deconv'; choose one of "
+                                       r"\('transposed', 'resize'\)"):
+    train_ali.build_ali(bad, (32, 32, 1))
+
+
+def test_resize_convolution_paints_no_checkerboard_where_the_transposed_one_does():
+  # A constant input through an all-ones kernel: each output of the CelebA model's 7x7 stride-2 transposed
+  # convolution sums the 4 or 3 input taps that reach it along each axis (16, 12 or 9: a checkerboard),
+  # where the resize-convolution's 3x3 kernel always sums 9.
+  x = tf.ones((1, 4, 4, 1))
+  transposed = keras.layers.Conv2DTranspose(1, 7, 2, "valid", use_bias=False, kernel_initializer="ones")
+  resized = ali.ResizeConv2D(1, 13)
+  resized.build(x.shape)
+  resized.conv.kernel.assign(tf.ones((3, 3, 1, 1)))
+  inner = slice(5, 8)  # away from the borders, which both pad differently
+  t = transposed(x).numpy()[0, inner, inner, 0]
+  np.testing.assert_array_equal(t, [[9, 12, 9], [12, 16, 12], [9, 12, 9]])
+  r = resized(x).numpy()
+  assert r.shape == (1, 13, 13, 1)
+  np.testing.assert_array_equal(r[0, 1:-1, 1:-1, 0], 9.0)
+
+
 def test_ali_svhn_encoder_parameter_count_matches_hand_count():
   model = ali.ALI("svhn", latent_dim=256, channels=1, width=1.0)
   convs = [5 * 5 * 1 * 32, 4 * 4 * 32 * 64, 4 * 4 * 64 * 128, 4 * 4 * 128 * 256, 4 * 4 * 256 * 512,
