@@ -298,10 +298,12 @@ def flowers_cpu() -> Config:
   """`python scripts/train.py --dataset=oxford_flowers102 --data_dir=../shared/data/oxford_flowers102` (the
   dataset's preset when --preset is not given) on a 2-core CPU, within 45 minutes: Oxford Flowers 102 as
   64x64 RGB, species split 82 train / 20 unseen test (seeded), ALI's CelebA model (the paper's choice for
-  flowers) narrowed to width 1/8, latent 128, with Appendix B.2's l2 reconstruction term as the paper did for
-  flowers, for 4,500 steps (42.8 epochs; at 3,000 f_ide was 42.86% on the same ALI trajectory, at 4,500
-  50.38%, at 6,000 49.36%, which takes the command near its 45 minutes: docs/results.md); FDEN's hidden
-  widths narrowed to 1/2 of Table 2's (Dim 512 -> 256).
+  flowers) narrowed to width 1/8, latent 64 (the 64 channels of its last encoder layer at that width: a code
+  of 128 spans 64 dimensions at most, and half of every prior draw fell where no flower is encoded), with
+  Appendix B.2's l2 reconstruction term as the paper did for flowers, for 4,500 steps (42.8 epochs; at
+  3,000 f_ide was 42.86% on the same ALI trajectory, at 4,500 50.38%, at 6,000 49.36%, which takes the
+  command near its 45 minutes: docs/results.md); FDEN's hidden widths narrowed to 1/2 of Table 2's (Dim
+  512 -> 256).
 
   Beyond ALI, so that it is trained as ALI: prior matching 100, instance noise 0.5, the discriminator's
   learning rate at 0.1x and the reconstruction term at 1/12 (the glyphs preset's per-pixel weight: 64x64x3 is
@@ -313,14 +315,14 @@ def flowers_cpu() -> Config:
   keep their species in a mirror). FDEN's 1,500 steps are not a time cut: on 82 training species FDEN
   overfits beyond about 3,000 (docs/results.md).
 
-  Measured (2-core Intel Xeon VM, 2026-12-07, 32 min 55 s, nothing else running): 5-way 1-shot on the 20
-  unseen species f_ide 49.30%, z 37.34%, raw pixels 37.64% (+11.7: the +10 target met), f_sty 23.88%,
-  ||z - z~||^2/||z||^2 0.031, pixel ratio 0.06, D 0.81 / 0.16, prior-sample score 0.011. Round-off makes
-  another ALI on each run: another run's ALI at 4,500 steps gave 50.38%, a third 49.26% but z 39.58% (+9.7,
-  f_sty 25.92%), so the 1-shot targets sit at their edge; 5-shot stays +7.6 to +8.2 over the pixels. How
-  each number got there: docs/results.md."""
+  Measured (2-core Intel Xeon VM, 2026-12-07, 34 min 11 s sharing the cores with the test suite): 5-way
+  1-shot on the 20 unseen species f_ide 49.16%, z 38.12%, raw pixels 37.64% (+11.0: the +10 target met),
+  f_sty 22.60%, ||z - z~||^2/||z||^2 0.020, pixel ratio 0.03, D 0.71 / 0.25, prior-sample score 0.0075
+  (0.011-0.021 with latent 128); 5-shot 63.08% (+7.4 over the pixels; 63.26-63.90% with latent 128). Round-
+  off makes another ALI on each run (three runs with latent 128: 49.26-50.38%), so the 1-shot targets sit
+  near their edge. How each number got there: docs/results.md."""
   return Config(data=DataConfig(dataset="oxford_flowers102", image_size=64, channels=3),
-                ali=ALIConfig(architecture="celeba", width=0.125, latent_dim=128, batch_size=64, steps=4500,
+                ali=ALIConfig(architecture="celeba", width=0.125, latent_dim=64, batch_size=64, steps=4500,
                               learning_rate=2e-4, reconstruction_weight=1 / 12, prior_matching_weight=100.0,
                               instance_noise=0.5, discriminator_lr_factor=0.1, checkpoint_every=500),
                 fden=FDENConfig(hidden_scale=0.5, steps=1500, learning_rate=1e-3, init_stddev=0.05,
@@ -356,6 +358,14 @@ def load(run_dir: str) -> Config:
 
 # Image size each ALI architecture takes (fden_tf/ali.py's ARCHITECTURES; a test keeps the two in step).
 ARCHITECTURE_IMAGE_SIZE = {"svhn": 32, "celeba": 64}
+# Channels of each architecture's last encoder layer at width 1, from which a 1x1 convolution makes the
+# code: at width w the codes span at most round(w * this) dimensions (the same test keeps it in step).
+ARCHITECTURE_CODE_FEATURES = {"svhn": 512, "celeba": 512}
+
+
+def code_rank_bound(ali_config) -> int:
+  """The most dimensions ALI's codes can span: the channels of its encoder's last layer at its width."""
+  return max(1, int(round(ARCHITECTURE_CODE_FEATURES[ali_config.architecture] * ali_config.width)))
 
 PRESETS = {"paper": paper, "cpu": cpu, "smoke": smoke, "omniglot_cpu": omniglot_cpu,
            "omniglot_paper": omniglot_paper, "flowers_cpu": flowers_cpu, "flowers_paper": flowers_paper}

@@ -8,6 +8,8 @@ The one check left to the pipeline needs TensorFlow: whether an --ali_dir checkp
 import json
 import os
 
+from absl import logging
+
 from fden_tf import config as config_lib
 from fden_tf import run_state
 from fden_tf.data import datasets
@@ -39,6 +41,12 @@ def check_architecture(ali_config, image_shape):
   if tuple(image_shape[:2]) != (size, size):
     raise ValueError(f"ALI architecture {ali_config.architecture!r} takes {size}x{size} images, the dataset "
                      f"has {image_shape[0]}x{image_shape[1]}; pass --image_size={size} or another architecture")
+  bound = config_lib.code_rank_bound(ali_config)
+  if ali_config.latent_dim > bound:  # legal, and how older runs were trained: said, not refused
+    logging.warning("--latent_dim=%d exceeds the %d features of ALI's last encoder layer at width %g: the codes "
+                    "span at most %d of the %d dimensions, so prior samples G_x(z), z ~ N(0, I), fall partly "
+                    "where no encoded image does; --latent_dim=%d or a wider ALI avoids it",
+                    ali_config.latent_dim, bound, ali_config.width, bound, ali_config.latent_dim, bound)
 
 
 def check_fden_options(fden_config):

@@ -66,3 +66,49 @@ def test_feature_network_features_are_not_dead_on_many_classes():
   real, noise = features(images[:100]), features(rng.uniform(size=(100, 16, 16, 1)).astype(np.float32))
   assert np.all(real.std(0) > 0), f"{np.mean(real.std(0) == 0):.0%} of the features are dead"
   assert sample_quality.frechet_distance(real, noise) > 0
+
+
+def test_code_span_known_answers():
+  rng = np.random.default_rng(0)
+  draws = rng.standard_normal((4000, 16))
+  # Codes that fill 4 of 16 coordinates, each shifted (centring removes the offset): rank 4, and 12/16 of
+  # an N(0, I) draw's energy outside their span.
+  codes = np.zeros((300, 16))
+  codes[:, :4] = rng.standard_normal((300, 4)) * [1.0, 2.0, 0.5, 3.0]
+  codes += 7.0
+  span = sample_quality.code_span(codes, draws)
+  assert span["rank"] == 4 and span["dim"] == 16
+  assert span["prior_energy_outside"] == pytest.approx(0.75, abs=0.02)
+  # Codes that fill the space leave nothing outside; draws inside a subspace leave nothing either.
+  full = sample_quality.code_span(rng.standard_normal((300, 16)), draws)
+  assert full["rank"] == 16 and full["prior_energy_outside"] == pytest.approx(0.0, abs=1e-9)
+  inside = draws.copy()
+  inside[:, 4:] = 0.0
+  assert sample_quality.code_span(codes, inside)["prior_energy_outside"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_an_encoder_narrower_than_its_code_spans_a_subspace_and_preflight_says_so(caplog):
+  import dataclasses
+  import tensorflow as tf
+  from fden_tf import ali, config, preflight
+  for name, arch in ali.ARCHITECTURES.items():  # the preflight's table follows the models
+    assert config.ARCHITECTURE_CODE_FEATURES[name] == arch.encoder[-1][2]
+  # The CelebA model at width 1/8 (flowers_cpu's) ends in 64 features: a code of 128 spans 64 dimensions at
+  # most, so flowers_cpu asks for 64.
+  narrow = dataclasses.replace(config.flowers_cpu().ali, latent_dim=128)
+  assert (config.flowers_cpu().ali.latent_dim, config.code_rank_bound(narrow)) == (64, 64)
+  model = ali.ALI("celeba", 128, 3, narrow.width)
+  images = tf.random.stateless_uniform((200, 64, 64, 3), seed=(1, 2))
+  codes = model.encode(images).numpy()
+  draws = np.random.default_rng(0).standard_normal((2000, 128))
+  span = sample_quality.code_span(codes, draws)
+  assert span["rank"] == 64 and span["prior_energy_outside"] == pytest.approx(0.5, abs=0.03)
+  with caplog.at_level("WARNING"):
+    preflight.check_architecture(narrow, (64, 64, 3))
+  assert "--latent_dim=128 exceeds the 64 features of ALI's last encoder layer" in caplog.text
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    for preset in config.PRESETS:  # no preset asks for more than its encoder spans
+      a = config.get(preset).ali
+      preflight.check_architecture(a, (64, 64, 3) if a.architecture == "celeba" else (32, 32, 1))
+  assert "exceeds" not in caplog.text

@@ -87,19 +87,37 @@ def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.nda
   ref = features(images[reference])
   z = rng.standard_normal((n, latent_dim)).astype(np.float32)
   batches = lambda fn, x: np.concatenate([np.asarray(fn(x[i:i + 500])) for i in range(0, len(x), 500)])
+  codes = batches(encode, images[other])
   candidates = {
       "real": images[other],
       "samples": batches(decode, z),
-      "reconstructions": batches(lambda x: decode(encode(x)), images[other]),
+      "reconstructions": batches(decode, codes),
       "blurred": blur(images[other]),
       "noise": rng.uniform(size=images[other].shape).astype(np.float32)}
   fd = {name: frechet_distance(features(x), ref) for name, x in candidates.items()}
   # A feature network that cannot tell noise from the data measures nothing: no score rather than a
   # division by zero after a long training.
   score = fd["samples"] / fd["noise"] if fd["noise"] > 1e-12 else float("nan")
-  return {"frechet_distance": fd, "score": score, "samples": int(n),
+  return {"frechet_distance": fd, "score": score, "samples": int(n), "code_span": code_span(codes, z),
           "feature_network": f"CNN 32-64-128 (3x3, stride 2) -> {FEATURES} features, trained 3 epochs on "
                              f"{len(fit)} training images"}
+
+
+def code_span(codes: np.ndarray, prior_draws: np.ndarray, tolerance: float = 1e-3) -> dict:
+  """Where the prior puts codes that the encoder never does. `rank`: the dimension of the span of the
+  (centred) codes, singular values above `tolerance` times the largest; `prior_energy_outside`: the share
+  of the prior draws' squared norm outside that span (0 when the codes fill the latent space; about
+  1 - rank / Dim for N(0, I) draws when they fill a subspace). An encoder whose last layer has fewer
+  features than Dim codes a subspace only: the generator never learns the rest of the latent space from
+  encoded images, and prior samples, partly outside it, do not look like the data."""
+  centred = codes - codes.mean(axis=0)
+  _, singular, basis = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+  basis = basis[singular > tolerance * singular[0]] if singular[0] > 0 else basis[:0]
+  draws = prior_draws.astype(np.float64)
+  inside = draws @ basis.T
+  total = float(np.sum(draws ** 2))
+  outside = 1.0 - float(np.sum(inside ** 2)) / total if total > 0 else 0.0
+  return {"rank": int(len(basis)), "dim": int(codes.shape[1]), "prior_energy_outside": max(outside, 0.0)}
 
 
 def _held_out_split(num_images: int, samples: int, rng):
