@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fden_tf import config as config_lib
 from fden_tf import layers
 
 
@@ -123,8 +124,9 @@ class Generator(keras.Model):
   def __init__(self, arch: Architecture, latent_dim: int, channels: int, width: float = 1.0,
                pixel_log_odds=None, upsampling: str = "transposed", **kwargs):
     super().__init__(**kwargs)
-    if upsampling not in ("transposed", "resize"):
-      raise ValueError(f"unknown generator upsampling {upsampling!r}; choose 'transposed' or 'resize'")
+    if upsampling not in config_lib.GENERATOR_UPSAMPLINGS:
+      raise ValueError(f"unknown generator upsampling {upsampling!r}; choose one of "
+                       f"{config_lib.GENERATOR_UPSAMPLINGS}")
     self.latent_dim = latent_dim
     self.reshape = keras.layers.Reshape((1, 1, latent_dim))
     self.blocks = []

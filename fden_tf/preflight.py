@@ -41,8 +41,14 @@ def check_architecture(ali_config, image_shape):
   if tuple(image_shape[:2]) != (size, size):
     raise ValueError(f"ALI architecture {ali_config.architecture!r} takes {size}x{size} images, the dataset "
                      f"has {image_shape[0]}x{image_shape[1]}; pass --image_size={size} or another architecture")
+
+
+def warn_if_codes_cannot_fill_the_latent(ali_config):
+  """A latent wider than ALI's last encoder layer is legal (and how older runs were trained): said, not
+  refused. `train_ali.build_ali` says it once for each ALI it builds, where `check_architecture` runs on
+  every preflight pass as well."""
   bound = config_lib.code_rank_bound(ali_config)
-  if ali_config.latent_dim > bound:  # legal, and how older runs were trained: said, not refused
+  if ali_config.latent_dim > bound:
     logging.warning("--latent_dim=%d exceeds the %d features of ALI's last encoder layer at width %g: the codes "
                     "span at most %d of the %d dimensions, so prior samples G_x(z), z ~ N(0, I), fall partly "
                     "where no encoded image does; --latent_dim=%d or a wider ALI avoids it",

@@ -16,6 +16,7 @@ from fden_tf import training_loop
 def build_ali(ali_config, image_shape, train_images=None) -> ali_lib.ALI:
   """ALI for images of `image_shape` (H, W, C); the architecture must fit H and W."""
   preflight.check_architecture(ali_config, image_shape)
+  preflight.warn_if_codes_cannot_fill_the_latent(ali_config)
   log_odds = None if train_images is None else ali_lib.pixel_log_odds(train_images)
   return ali_lib.ALI(ali_config.architecture, ali_config.latent_dim, image_shape[2], ali_config.width,
                      log_odds, ali_config.generator_upsampling, name="ali")
