@@ -220,6 +220,11 @@ class ALI(keras.Model):
     """Deterministic code for downstream use: the posterior mean mu of G_z(x), inference mode."""
     return self.encoder(x, training=False)[0]
 
+  def posterior_variance(self, x):
+    """sigma^2 of G_z(x)'s posterior, inference mode: the noise around `encode(x)` that reconstructions see
+    in training."""
+    return tf.exp(2.0 * self.encoder(x, training=False)[1])
+
   def decode(self, z):
     return self.generator(z, training=False)
 

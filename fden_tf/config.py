@@ -55,10 +55,6 @@ class ALIConfig:
   kl_weight: float = 0.0
   # Beyond ALI: weight of MMD(aggregate codes G_z(x), prior draws) (losses.mmd_imq) in the encoder's loss.
   prior_matching_weight: float = 0.0
-  # Beyond ALI: weight of the distance of the codes' mean and second moments from the prior's
-  # (losses.prior_moment_matching) in the encoder's loss, so that no latent direction is left without
-  # variance for prior draws to fill with what the generator never reconstructed.
-  prior_moment_weight: float = 0.0
   # The discriminator's learning rate as a multiple of `learning_rate` (1 = ALI's).
   discriminator_lr_factor: float = 1.0
   # Beyond ALI: instance noise (Sonderby et al. 2017), the standard deviation of Gaussian noise added to

@@ -285,7 +285,7 @@ def ali_metrics(ali_model, data, ali_run_dir, config) -> dict:
       balance["d_fake_second_half"] < 0.01
   quality = sample_quality.evaluate(ali_model.decode, ali_model.encode, ali_model.latent_dim,
                                     data.train.images, data.train.labels, samples=config.metrics_samples,
-                                    seed=config.seed)
+                                    seed=config.seed, posterior_variance=ali_model.posterior_variance)
   return {"reconstruction_mse": train_ali.reconstruction_error(ali_model, data.test.images),
           "discriminator": balance, "sample_quality": quality}
 

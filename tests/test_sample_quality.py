@@ -40,6 +40,13 @@ def test_real_images_score_near_zero_and_noise_near_one():
   assert fd["real"] < 0.2 * fd["blurred"] < fd["noise"]
   assert by_noise["score"] == pytest.approx(1.0, abs=0.1)  # noise as far as the noise reference
   assert by_real["score"] < 0.1
+  # Constant codes with no posterior noise: every direction is thin and holds all of a prior draw; with
+  # unit posterior noise none is.
+  assert by_real["code_span"]["thin_directions"] == 4
+  assert by_real["code_span"]["prior_energy_in_thin_directions"] == pytest.approx(1.0)
+  unit = lambda x: np.ones((len(x), 4), np.float32)
+  noisy = sample_quality.evaluate(real, encode, 4, images, labels, samples=100, seed=0, posterior_variance=unit)
+  assert noisy["code_span"]["thin_directions"] == 0
 
 
 def test_features_that_cannot_tell_noise_from_data_give_no_score_not_an_error():
@@ -85,6 +92,45 @@ def test_code_span_known_answers():
   inside = draws.copy()
   inside[:, 4:] = 0.0
   assert sample_quality.code_span(codes, inside)["prior_energy_outside"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_thin_directions_known_answers():
+  rng = np.random.default_rng(0)
+  draws = rng.standard_normal((4000, 16))
+  # Codes that vary in 4 of 16 coordinates, rotated: without posterior noise the other 12 directions are
+  # thin and hold 12/16 of a prior draw's energy.
+  rotation, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+  codes = np.zeros((3000, 16))
+  codes[:, :4] = rng.standard_normal((3000, 4))
+  codes = codes @ rotation.T
+  thin = sample_quality.thin_directions(codes, np.zeros(16), draws)
+  assert thin["thin_directions"] == 12 and thin["thin_floor"] == 0.1
+  assert thin["prior_energy_in_thin_directions"] == pytest.approx(0.75, abs=0.02)
+  # Posterior noise of variance 0.5 everywhere fills them (what the prior-moment term asks the encoder for);
+  # noise of 0.05 does not.
+  assert sample_quality.thin_directions(codes, np.full(16, 0.5), draws)["thin_directions"] == 0
+  assert sample_quality.thin_directions(codes, np.full(16, 0.05), draws)["thin_directions"] == 12
+
+
+def test_a_real_alis_posterior_noise_starts_at_the_priors_and_collapses_in_training(tmp_path):
+  # ALI's initial weights (N(0, 0.01)) give log sigma near 0: the noise alone fills every direction. The smoke
+  # ALI trained 100 steps on glyphs (ALI's objective + l2) shrinks the noise and codes in a few directions,
+  # so most of a prior draw falls where the generator was never asked to reconstruct anything: what
+  # `thin_directions` reports in metrics.json.
+  import dataclasses
+  import keras
+  from fden_tf import ali as ali_lib, config, train_ali
+  images = glyphs.load_glyphs(num_classes=40, num_test_classes=10, samples_per_class=20, seed=0).train.images
+  c = dataclasses.replace(config.smoke().ali, steps=100)
+  draws = np.random.default_rng(0).standard_normal((2000, c.latent_dim))
+  keras.utils.set_random_seed(0)
+  model = ali_lib.ALI("svhn", c.latent_dim, 1, c.width)
+  measure = lambda: sample_quality.thin_directions(model.encode(images).numpy(),
+                                                   model.posterior_variance(images).numpy().mean(axis=0), draws)
+  assert measure()["thin_directions"] == 0
+  train_ali.train(model, c, images, str(tmp_path), show_progress=False)
+  thin = measure()
+  assert thin["thin_directions"] >= 24 and thin["prior_energy_in_thin_directions"] > 0.7
 
 
 def test_an_encoder_narrower_than_its_code_spans_a_subspace_and_preflight_says_so(caplog):

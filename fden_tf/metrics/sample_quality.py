@@ -72,14 +72,16 @@ def blur(images: np.ndarray, sigma: float = 1.5) -> np.ndarray:
 
 
 def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.ndarray, samples: int = 2000,
-             seed: int = 0, features=None) -> dict:
+             seed: int = 0, features=None, posterior_variance=None) -> dict:
   """Fréchet distances of prior samples and references to held-out real images of the training split.
 
   decode: z [B, Dim] -> images; encode: images -> z (posterior mean). images, labels: the training split
   (the generator was trained on it). Two disjoint sets of `samples` images are held out from the feature
   network's training: one is the reference, the other the "real" row. features: a feature network from
   an earlier call with the same images, labels, samples and seed (`result["features"]` is not returned:
-  use `feature_network_for`), so several generators are compared in the very same features."""
+  use `feature_network_for`), so several generators are compared in the very same features.
+  posterior_variance: images -> the encoder's per-coordinate posterior variance sigma^2 [B, Dim], for
+  `thin_directions` (see there); without it the codes count as deterministic."""
   rng = np.random.default_rng(seed)
   reference, other, fit = _held_out_split(len(images), samples, rng)
   n = len(reference)
@@ -88,6 +90,8 @@ def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.nda
   z = rng.standard_normal((n, latent_dim)).astype(np.float32)
   batches = lambda fn, x: np.concatenate([np.asarray(fn(x[i:i + 500])) for i in range(0, len(x), 500)])
   codes = batches(encode, images[other])
+  noise_variance = (batches(posterior_variance, images[other]).mean(axis=0) if posterior_variance is not None
+                    else np.zeros(latent_dim))
   candidates = {
       "real": images[other],
       "samples": batches(decode, z),
@@ -98,7 +102,8 @@ def evaluate(decode, encode, latent_dim: int, images: np.ndarray, labels: np.nda
   # A feature network that cannot tell noise from the data measures nothing: no score rather than a
   # division by zero after a long training.
   score = fd["samples"] / fd["noise"] if fd["noise"] > 1e-12 else float("nan")
-  return {"frechet_distance": fd, "score": score, "samples": int(n), "code_span": code_span(codes, z),
+  return {"frechet_distance": fd, "score": score, "samples": int(n),
+          "code_span": {**code_span(codes, z), **thin_directions(codes, noise_variance, z)},
           "feature_network": f"CNN 32-64-128 (3x3, stride 2) -> {FEATURES} features, trained 3 epochs on "
                              f"{len(fit)} training images"}
 
@@ -118,6 +123,23 @@ def code_span(codes: np.ndarray, prior_draws: np.ndarray, tolerance: float = 1e-
   total = float(np.sum(draws ** 2))
   outside = 1.0 - float(np.sum(inside ** 2)) / total if total > 0 else 0.0
   return {"rank": int(len(basis)), "dim": int(codes.shape[1]), "prior_energy_outside": max(outside, 0.0)}
+
+
+def thin_directions(codes: np.ndarray, noise_variance: np.ndarray, prior_draws: np.ndarray,
+                    floor: float = 0.1) -> dict:
+  """The latent directions in which the codes the generator is trained to reconstruct, z = mu + sigma * eps,
+  vary less than `floor` times the prior's unit variance, and the share of prior draws' squared norm that
+  falls in them. codes: the posterior means mu [N, Dim]; noise_variance: the mean of sigma^2 over the same
+  images [Dim] (so the covariance of z is Cov(mu) + diag(noise_variance)). Prior draws put unit variance in
+  such a direction, which neither the codes nor their noise ever did: the generator learned its response
+  there from the adversarial game alone (measured on flowers: those directions alone decode to textures)."""
+  covariance = np.cov(codes.astype(np.float64), rowvar=False) + np.diag(noise_variance.astype(np.float64))
+  variance, basis = np.linalg.eigh(covariance)
+  thin = basis[:, variance < floor]
+  draws = prior_draws.astype(np.float64)
+  total = float(np.sum(draws ** 2))
+  energy = float(np.sum((draws @ thin) ** 2)) / total if total > 0 else 0.0
+  return {"thin_directions": int(thin.shape[1]), "thin_floor": floor, "prior_energy_in_thin_directions": energy}
 
 
 def _held_out_split(num_images: int, samples: int, rng):
