@@ -106,8 +106,8 @@ def test_thin_directions_known_answers():
   thin = sample_quality.thin_directions(codes, np.zeros(16), draws)
   assert thin["thin_directions"] == 12 and thin["thin_floor"] == 0.1
   assert thin["prior_energy_in_thin_directions"] == pytest.approx(0.75, abs=0.02)
-  # Posterior noise of variance 0.5 everywhere fills them (what the prior-moment term asks the encoder for);
-  # noise of 0.05 does not.
+  # Posterior noise of variance 0.5 in every coordinate fills them (at the price of noise on the coded
+  # directions too); noise of 0.05 does not.
   assert sample_quality.thin_directions(codes, np.full(16, 0.5), draws)["thin_directions"] == 0
   assert sample_quality.thin_directions(codes, np.full(16, 0.05), draws)["thin_directions"] == 12
 
