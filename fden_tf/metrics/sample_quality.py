@@ -119,9 +119,7 @@ def code_span(codes: np.ndarray, prior_draws: np.ndarray, tolerance: float = 1e-
   _, singular, basis = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
   basis = basis[singular > tolerance * singular[0]] if singular[0] > 0 else basis[:0]
   draws = prior_draws.astype(np.float64)
-  inside = draws @ basis.T
-  total = float(np.sum(draws ** 2))
-  outside = 1.0 - float(np.sum(inside ** 2)) / total if total > 0 else 0.0
+  outside = 1.0 - _energy_share(draws, basis.T) if np.any(draws) else 0.0
   return {"rank": int(len(basis)), "dim": int(codes.shape[1]), "prior_energy_outside": max(outside, 0.0)}
 
 
@@ -136,10 +134,15 @@ def thin_directions(codes: np.ndarray, noise_variance: np.ndarray, prior_draws: 
   covariance = np.cov(codes.astype(np.float64), rowvar=False) + np.diag(noise_variance.astype(np.float64))
   variance, basis = np.linalg.eigh(covariance)
   thin = basis[:, variance < floor]
-  draws = prior_draws.astype(np.float64)
+  return {"thin_directions": int(thin.shape[1]), "thin_floor": floor,
+          "prior_energy_in_thin_directions": _energy_share(prior_draws.astype(np.float64), thin)}
+
+
+def _energy_share(draws: np.ndarray, basis: np.ndarray) -> float:
+  """The share of the draws' [N, Dim] squared norm in the span of `basis`' orthonormal columns [Dim, k] (0 for
+  draws that are all zero)."""
   total = float(np.sum(draws ** 2))
-  energy = float(np.sum((draws @ thin) ** 2)) / total if total > 0 else 0.0
-  return {"thin_directions": int(thin.shape[1]), "thin_floor": floor, "prior_energy_in_thin_directions": energy}
+  return float(np.sum((draws @ basis) ** 2)) / total if total > 0 else 0.0
 
 
 def _held_out_split(num_images: int, samples: int, rng):
