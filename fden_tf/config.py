@@ -55,6 +55,13 @@ class ALIConfig:
   kl_weight: float = 0.0
   # Beyond ALI: weight of MMD(aggregate codes G_z(x), prior draws) (losses.mmd_imq) in the encoder's loss.
   prior_matching_weight: float = 0.0
+  # Beyond ALI: weight of the distance of the posterior means' first two moments from the prior's
+  # (losses.prior_moment_matching on mu) in the encoder's loss. The wide kernel of the MMD barely sees how
+  # the codes' variance is spread over directions; left to it, the encoder codes in a few directions and
+  # leaves others without variance, where prior draws reach the generator as inputs it never reconstructed
+  # (sample_quality.thin_directions). On mu, not mu + sigma*eps: there the diagonal posterior noise would
+  # fill every direction by drowning the codes (docs/results.md, Oxford Flowers 102).
+  prior_moment_weight: float = 0.0
   # The discriminator's learning rate as a multiple of `learning_rate` (1 = ALI's).
   discriminator_lr_factor: float = 1.0
   # Beyond ALI: instance noise (Sonderby et al. 2017), the standard deviation of Gaussian noise added to

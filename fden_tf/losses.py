@@ -154,6 +154,22 @@ def mmd_imq(x, y, scale=1.0):
   return within(kernel(x, x), n) + within(kernel(y, y), m) - 2.0 * tf.reduce_mean(kernel(x, y))
 
 
+def prior_moment_matching(z):
+  """Unbiased ( ||E z||^2 + ||E[z z^T] - I||_F^2 ) / D for a batch z [N, D] (N >= 2): how far the first two
+  moments of the codes are from the prior N(0, I)'s. The batch is cut into two halves and each squared norm
+  is the inner product of one half's estimate with the other's, whose expectation is the squared norm of
+  the expectation (an estimate squared would add its own variance, a pull that shrinks the codes). Beyond
+  ALI: `ALIConfig.prior_moment_weight`, on the posterior means."""
+  half = tf.shape(z)[0] // 2
+  a, b = z[:half], z[half:2 * half]
+  n, dim = tf.cast(half, z.dtype), tf.cast(tf.shape(z)[1], z.dtype)
+  mean_term = tf.reduce_sum(tf.reduce_mean(a, 0) * tf.reduce_mean(b, 0))
+  eye = tf.eye(tf.shape(z)[1], dtype=z.dtype)
+  moment_a = tf.matmul(a, a, transpose_a=True) / n - eye
+  moment_b = tf.matmul(b, b, transpose_a=True) / n - eye
+  return (mean_term + tf.reduce_sum(moment_a * moment_b)) / dim
+
+
 def analytic_gaussian_mi(rho):
   """Mutual information of a bivariate Gaussian with correlation rho, in nats: -1/2 ln(1 - rho^2)."""
   return -0.5 * math.log(1.0 - rho * rho)

@@ -112,13 +112,17 @@ def make_train_step(ali: ali_lib.ALI, d_optimizer, g_optimizer, ali_config, stra
       rec = losses.pixel_reconstruction_loss(x, x_rec) if weight else tf.constant(0.0)
       kl = losses.gaussian_kl(mu, log_sigma) if ali_config.kl_weight else tf.constant(0.0)
       mmd = losses.mmd_imq(z_hat, z_prior) if ali_config.prior_matching_weight else tf.constant(0.0)
-      g_total = g_loss + weight * rec + ali_config.kl_weight * kl + ali_config.prior_matching_weight * mmd
+      moments = (losses.prior_moment_matching(mu) if ali_config.prior_moment_weight
+                 else tf.constant(0.0))
+      g_total = (g_loss + weight * rec + ali_config.kl_weight * kl + ali_config.prior_matching_weight * mmd
+                 + ali_config.prior_moment_weight * moments)
       d_share, g_share = d_loss / replicas, g_total / replicas
     d_grads = tape.gradient(d_share, d_vars)
     g_grads = tape.gradient(g_share, g_vars)
     metrics = {"d_loss": d_loss, "g_loss": g_loss, "reconstruction": rec, "g_total": g_total,
                **({"kl": kl} if ali_config.kl_weight else {}),
                **({"prior_mmd": mmd} if ali_config.prior_matching_weight else {}),
+               **({"prior_moments": moments} if ali_config.prior_moment_weight else {}),
                "d_real": tf.reduce_mean(tf.sigmoid(logit_real)),
                "d_fake": tf.reduce_mean(tf.sigmoid(logit_fake))}
     # Global gradients and global-batch means (identity on one replica).

@@ -72,6 +72,9 @@ flags.DEFINE_float("ali_reconstruction_weight", None, "Weight of ALI's l2 recons
 flags.DEFINE_float("ali_prior_matching_weight", None, "Weight of the MMD between ALI's encoder codes and "
                    "prior draws (beyond ALI; 0 = off): makes prior samples G_x(z), z ~ N(0, I) look like the "
                    "data (docs/results.md: 100 on glyphs; preset cpu: 100).")
+flags.DEFINE_float("ali_prior_moment_weight", None, "Weight of the distance of ALI's posterior means' mean "
+                   "and second moments from the prior's (beyond ALI; 0 = off): fewer latent directions left "
+                   "without variance for prior draws to fill (docs/results.md; preset flowers_cpu: 10).")
 flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian noise on the images ALI's "
                    "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
                    "the discriminator from winning outright on glyphs (docs/results.md; preset cpu: "
@@ -150,7 +153,8 @@ def build_config():
   for flag in POSITIVE:
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) <= 0:
       raise ValueError(f"--{flag} must be positive, got {getattr(FLAGS, flag)}")
-  for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_instance_noise",
+  for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_prior_moment_weight",
+               "ali_instance_noise",
                "ali_instance_noise_final", "alpha", "identity_swap_weight", "identity_invariance_weight",
                "style_bottleneck_weight", "clean_decoding_weight", "cache_jitters", "entangler_refit_steps"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
@@ -176,7 +180,8 @@ def build_config():
               train_rotations=FLAGS.train_rotations, image_size=image_size, channels=channels)
   ali = _given(steps="ali_steps", latent_dim="latent_dim", batch_size="batch_size",
                reconstruction_weight="ali_reconstruction_weight",
-               prior_matching_weight="ali_prior_matching_weight", instance_noise="ali_instance_noise",
+               prior_matching_weight="ali_prior_matching_weight", prior_moment_weight="ali_prior_moment_weight",
+               instance_noise="ali_instance_noise",
                instance_noise_final="ali_instance_noise_final",
                discriminator_lr_factor="ali_discriminator_lr_factor", mirror="ali_mirror",
                generator_upsampling="ali_generator_upsampling", checkpoint_every="checkpoint_every")
