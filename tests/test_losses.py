@@ -131,3 +131,31 @@ def test_mmd_imq_closed_form():
   rng = np.random.default_rng(0)
   a, b = (rng.standard_normal((256, 8)).astype(np.float32) for _ in range(2))
   assert abs(losses.mmd_imq(a, b).numpy()) < 0.01 < losses.mmd_imq(a, 0.3 * b).numpy()
+
+
+def test_prior_moment_matching_closed_form():
+  # Halves [[1, 0], [0, 1]] and [[1, 1], [1, 1]] (D = 2): means (1/2, 1/2) and (1, 1), inner product 1;
+  # second moments minus I: [[-1/2, 0], [0, -1/2]] and [[0, 1], [1, 0]], inner product 0. (1 + 0) / 2.
+  z = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+  assert losses.prior_moment_matching(z).numpy() == pytest.approx(0.5)
+  # Identical halves give the exact squared norms: codes +-c e_1 (mean 0) have second moment diag(c^2, 0),
+  # so ((c^2 - 1)^2 + 1) / 2: 1/2 at c = 1 (one empty direction), 5 at c = 2 (plus an over-wide one).
+  for c, expected in ((1.0, 0.5), (2.0, 5.0)):
+    half = [[c, 0.0], [-c, 0.0]]
+    assert losses.prior_moment_matching(tf.constant(half + half)).numpy() == pytest.approx(expected)
+  # An odd row is left out, not half-counted.
+  assert losses.prior_moment_matching(tf.constant(half + half + [[9.0, 9.0]])).numpy() == pytest.approx(5.0)
+
+
+def test_prior_moment_matching_is_unbiased_and_sees_the_spread_over_directions():
+  rng = np.random.default_rng(0)
+  # Prior draws: the split-half estimate averages to 0 over small batches (a plug-in ||estimate||^2 would
+  # average D / n = 2 here and pull every code towards 0 to lower it).
+  values = [losses.prior_moment_matching(rng.standard_normal((16, 32)).astype(np.float32)).numpy()
+            for _ in range(400)]
+  assert abs(np.mean(values)) < 0.05
+  # Codes with the prior's total variance but all of it in 8 of 32 directions: the (32 - 8) empty
+  # directions give 24 and the 8 over-wide ones 8 * 3^2 = 72 of ||E zz^T - I||^2, so (24 + 72) / 32 = 3.
+  narrow = np.zeros((4096, 32), np.float32)
+  narrow[:, :8] = 2.0 * rng.standard_normal((4096, 8))
+  assert losses.prior_moment_matching(narrow).numpy() == pytest.approx(3.0, rel=0.05)
