@@ -45,12 +45,15 @@ flags.DEFINE_integer("seed", None, "Override the preset's training seed (initial
 # Each variant is a complete set of the levers it is about, so a row means the same whatever the preset
 # holds today. ALI: ALI's objective with Appendix B.2's l2 term (the old cpu recipe), then beyond ALI.
 _ALI_OBJECTIVE = {"kl_weight": 0.0, "prior_matching_weight": 0.0, "discriminator_lr_factor": 1.0,
-                  "instance_noise": 0.0}
+                  "instance_noise": 0.0, "prior_moment_weight": 0.0}
 ALI_VARIANTS = {
     "ali+l2": dict(_ALI_OBJECTIVE),
     "ali+l2+d_lr0.1": dict(_ALI_OBJECTIVE, discriminator_lr_factor=0.1),
     "ali+l2+noise0.2": dict(_ALI_OBJECTIVE, instance_noise=0.2),
     "ali+l2+mmd100+noise0.2": dict(_ALI_OBJECTIVE, prior_matching_weight=100.0, instance_noise=0.2),
+    # The cpu preset's ALI since 2026-12-07 (docs/results.md, twelfth ladder).
+    "ali+l2+mmd100+noise0.2+moments10": dict(_ALI_OBJECTIVE, prior_matching_weight=100.0, instance_noise=0.2,
+                                             prior_moment_weight=10.0),
     "ali+l2+kl": dict(_ALI_OBJECTIVE, kl_weight=1.0),
     "ali+l2+mmd10": dict(_ALI_OBJECTIVE, prior_matching_weight=10.0),
     "ali+l2+mmd100": dict(_ALI_OBJECTIVE, prior_matching_weight=100.0),

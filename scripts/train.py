@@ -74,7 +74,7 @@ flags.DEFINE_float("ali_prior_matching_weight", None, "Weight of the MMD between
                    "data (docs/results.md: 100 on glyphs; preset cpu: 100).")
 flags.DEFINE_float("ali_prior_moment_weight", None, "Weight of the distance of ALI's posterior means' mean "
                    "and second moments from the prior's (beyond ALI; 0 = off): fewer latent directions left "
-                   "without variance for prior draws to fill (docs/results.md; preset flowers_cpu: 10).")
+                   "without variance for prior draws to fill (docs/results.md; preset cpu: 10).")
 flags.DEFINE_float("ali_instance_noise", None, "Standard deviation of Gaussian noise on the images ALI's "
                    "discriminator sees (beyond ALI; 0 = off); with --ali_prior_matching_weight=100, 0.2 keeps "
                    "the discriminator from winning outright on glyphs (docs/results.md; preset cpu: "

@@ -158,7 +158,7 @@ def test_the_lever_flags_reach_the_config_and_refuse_bad_values(tmp_path):
        "c.fden.cache_jitters", "c.fden.learning_rate_schedule", "c.ali.mirror", "c.ali.instance_noise_final",
        "c.ali.generator_upsampling", "c.ali.prior_moment_weight"])
   # Every value differs from the cpu preset's (100, 0.2, 0.4, 0.07, 0.1, 0.07, 8, True, global, 1, 2, cosine,
-  # False, None, transposed, 0): each came from its flag.
+  # False, None, transposed, 10): each came from its flag.
   assert values == [10.0, 0.1, 2.0, 0.5, 0.3, 0.0, 4, True, "per_dimension", 0.3, 3, "constant", True, 0.05,
                     "resize", 3.0]
   for flag, message in (("--ali_instance_noise=-0.1", "--ali_instance_noise must be >= 0, got -0.1"),
