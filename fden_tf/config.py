@@ -229,8 +229,9 @@ def cpu() -> Config:
   Beyond ALI, so that it is trained as ALI: prior matching (MMD, weight 100) and instance noise 0.2 on D's
   pixels. Without them D wins outright (D(x, G_z(x)) = 1.000 from step 200) and prior samples decode to grey
   blobs (docs/results.md, "The discriminator's balance"). Since 2026-12-07 also the posterior means' first
-  two moments pulled towards the prior's (weight 10): on two seeds translation +0.07 / +0.06 (MSE score),
-  f_sty -1.0 / -2.6 points, reconstruction 0.0095 against 0.012 (docs/results.md, twelfth ladder).
+  two moments pulled towards the prior's (weight 10): over three seeds f_sty -1.0 / -2.6 / -0.3 points,
+  translation +0.07 / +0.06 / -0.03 (MSE score), reconstruction 0.0094 against 0.0120 (docs/results.md,
+  twelfth ladder).
 
   Beyond the paper, for the factorization half, each measured in docs/results.md (third to eighth ladders):
   FDEN on globally standardized codes (one scale for every coordinate), f_sty of 8 coordinates (glyphs have 6
@@ -238,7 +239,7 @@ def cpu() -> Config:
   L_R at alpha 0.4 (the weights of terms measured in z are for codes of unit spread), the codes of 2 jittered
   copies of each training image, FDEN's rate decaying on a half cosine, and 2,000 steps of Entangler refit.
 
-  Measured (2-core AMD EPYC VM, 2026-12-07, 19 min 10 s sharing the cores with a flowers run): 5-way 1-shot
+  Measured (2-core AMD EPYC VM, 2026-12-07, 9 min 18 s alone): 5-way 1-shot
   from f_ide 93.52%, from f_sty 25.12%, ||z - z~||^2/||z||^2 0.018, G(z~) vs G(z) 0.10x ALI's own
   reconstruction error, translation score 0.27 / 0.16 (MSE / SSIM; the 0.5 / 0.3 target is missed), D 0.96 /
   0.03, prior-sample score 0.0055; without the moment term on the same VM 94.72%, 26.12%, 0.20 / 0.12. How
