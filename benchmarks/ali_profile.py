@@ -58,6 +58,7 @@ from fden_tf import layers
 from fden_tf.data import datasets
 
 FLAGS = flags.FLAGS
+flags.DEFINE_string("preset", "cpu", "The preset whose ALI step is measured (flowers_cpu: the CelebA model).")
 flags.DEFINE_float("width", None, "ALI width (default: the CPU preset's).")
 flags.DEFINE_integer("batch_size", None, "ALI batch size (default: the CPU preset's).")
 flags.DEFINE_boolean("xla", False, "Recompile the trainer's step with XLA (jit_compile=True).")
@@ -98,11 +99,13 @@ _ENV_KEYS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_
 # ------------------------------------------------------------------------------------------------------
 # The step.
 
-def build_step(width=None, batch_size=None, synthetic_images=False, xla=False, keras_layers=False):
+def build_step(width=None, batch_size=None, synthetic_images=False, xla=False, keras_layers=False,
+               preset="cpu"):
   """(step(batch, poison), batches, ali config): the trainer's compiled ALI step as throughput.py builds
-  it (`_ali`, `ali_trainer_parts`, `_batches`) for the CPU preset, optionally resized; with
-  keras_layers, an ALI of Keras's own layers instead of fden_tf.layers' (same weights and maths)."""
-  cfg = config_lib.cpu()
+  it (`_ali`, `ali_trainer_parts`, `_batches`) for a preset's ALI (the CPU preset's by default), optionally
+  resized; with keras_layers, an ALI of Keras's own layers instead of fden_tf.layers' (same weights and
+  maths)."""
+  cfg = config_lib.get(preset)
   changes = {k: v for k, v in (("width", width), ("batch_size", batch_size)) if v is not None}
   cfg = cfg.replace(ali=changes) if changes else cfg
   if synthetic_images:
@@ -158,7 +161,7 @@ def compare_layers():
   steps = {}
   for label, keras_layers in (("Keras's layers", True), ("fden_tf.layers", False)):
     step, batches, c = build_step(FLAGS.width, FLAGS.batch_size, FLAGS.synthetic_images, FLAGS.xla,
-                                  keras_layers)
+                                  keras_layers, FLAGS.preset)
     steps[label] = (step, batches)
   step, batches = steps["fden_tf.layers"]
   step_flops = flops.graph_flops(step, batches[0], tf.constant(0.0))
@@ -278,7 +281,7 @@ def main(argv):
     compare_layers()
     return
   step, batches, c = build_step(FLAGS.width, FLAGS.batch_size, FLAGS.synthetic_images, FLAGS.xla,
-                                FLAGS.keras_layers)
+                                FLAGS.keras_layers, FLAGS.preset)
   poison = tf.constant(0.0)
   step_flops = flops.graph_flops(step, batches[0], poison)
   timing = throughput.time_steps({"step": (step, batches)}, FLAGS.rounds, FLAGS.block, MATMUL_SIZE)["step"]

@@ -120,6 +120,7 @@ class FDENConfig:
   style_confusion_weight: float = 0.0
   identity_swap_weight: float = 0.0
   identity_invariance_weight: float = 0.0
+  neutral_style_weight: float = 0.0
   style_bottleneck_weight: float = 0.0
   clean_decoding_weight: float = 0.0
   style_dim: Optional[int] = None

@@ -102,6 +102,16 @@ def identity_invariance_loss(f_ide):
   return tf.reduce_mean(within / (total + 1e-12))
 
 
+def neutral_style_loss(z_class_mate, z_neutral_style):
+  """Beyond the paper: ||z_{A'} - E(f_ide^A, 0)||^2, A' a class-mate of A. Its expectation over class-mates
+  is ||mean code of A's class - E(f_ide^A, 0)||^2 plus the class's own spread (a constant), so it asks A's
+  identity decoded with the neutral style (0, where the style bottleneck's rate pulls f_sty) for the code of
+  A's class in its average style: whatever f_ide keeps of A's own style only adds error here, and the
+  Entangler learns what a style of 0 means, the origin from which f_sty^B moves a translation.
+  [B, Dim] x [B, Dim] -> scalar."""
+  return reconstruction_loss_eq3(z_class_mate, z_neutral_style)
+
+
 def style_rate(f_sty):
   """Beyond the paper: the rate of the style bottleneck, KL(N(f_sty, I) || N(0, I)) = ||f_sty||^2 / 2 per
   sample, batch mean. With the Entangler reading f_sty + N(0, I) noise in training, every nat f_sty carries

@@ -102,6 +102,9 @@ flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class 
 flags.DEFINE_float("identity_invariance_weight", None, "Weight of Fisher's criterion on f_ide (beyond the "
                    "paper; 0 = off): its within-class over its total scatter in each episode, pushing style out "
                    "of f_ide (docs/paper.md).")
+flags.DEFINE_float("neutral_style_weight", None, "Weight of the neutral-style term (beyond the paper; 0 = "
+                   "off): ||z of a class-mate - E(f_ide, 0)||^2, A's identity with the neutral style decodes to "
+                   "the code of A's class in its average style (docs/paper.md).")
 flags.DEFINE_float("style_bottleneck_weight", None, "Weight of the rate of FDEN's style bottleneck (beyond "
                    "the paper; 0 = off; preset cpu: 0.1): ||f_sty||^2 / 2, the Entangler reading f_sty + "
                    "N(0, I) in training.")
@@ -156,7 +159,7 @@ def build_config():
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_prior_moment_weight",
                "ali_instance_noise",
                "ali_instance_noise_final", "alpha", "identity_swap_weight", "identity_invariance_weight",
-               "style_bottleneck_weight", "clean_decoding_weight", "cache_jitters", "entangler_refit_steps"):
+               "neutral_style_weight", "style_bottleneck_weight", "clean_decoding_weight", "cache_jitters", "entangler_refit_steps"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
@@ -194,6 +197,7 @@ def build_config():
                 learning_rate_schedule="fden_learning_rate_schedule",
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
                 identity_invariance_weight="identity_invariance_weight",
+                neutral_style_weight="neutral_style_weight",
                 style_bottleneck_weight="style_bottleneck_weight",
                 clean_decoding_weight="clean_decoding_weight", style_dim="style_dim",
                 cache_mirrors="cache_mirrors", cache_jitters="cache_jitters",
