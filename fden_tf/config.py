@@ -151,6 +151,10 @@ class FDENConfig:
   episodes_per_batch: int = 16  # Table 2's batch size: 16 episodes a step
   steps: int = 100_000
   eval_episodes: int = 1000
+  # What the FDEN stage draws (its cache's jittered copies, its initial weights, its training episodes) comes
+  # from this seed where set, else from Config.seed; the data split, the plugged network and the test
+  # episodes stay Config.seed's. So FDEN's own run-to-run spread can be measured on one network and split.
+  seed: Optional[int] = None
   checkpoint_every: int = 1000
 
   @property

@@ -182,19 +182,22 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
                                 desc="caching train latents")
     z_test = plugin.encode_all(plugged, data.test.images, show_progress=show_progress,
                                desc="caching test latents")
+    fden_seed = config.seed if config.fden.seed is None else config.fden.seed
     z_fden, labels_fden = fden_training_codes(plugged, data.train, z_train, config.fden.cache_mirrors,
-                                              config.fden.cache_jitters, config.seed, show_progress)
+                                              config.fden.cache_jitters, fden_seed, show_progress)
     timings["cache"] = time.time() - t
 
     # Phase 3: FDEN.
     t = time.time()
+    if config.fden.seed is not None:  # else FDEN's weights draw on from where ALI left the generator
+      keras.utils.set_random_seed(config.fden.seed)
     with strategy.scope():
       model = fden_lib.FDEN.from_config_section(z_train.shape[1], config.fden)
     images_a, images_b = _translation_pairs(data.test, pairs=4, seed=config.seed)
     summaries.image_hooks["fden"] = lambda: {"fden/translation": visualize.translation_mosaic(
         visualize.translation_grid(plugged, model, images_a, images_b))[None]}
     metrics["fden_train"] = train_fden.train(model, config.fden, z_fden, labels_fden,
-                                             os.path.join(output_dir, "fden"), seed=config.seed,
+                                             os.path.join(output_dir, "fden"), seed=fden_seed,
                                              show_progress=show_progress, log_every=config.log_every,
                                              guard=guard, nonfinite_steps=nonfinite_steps.get("fden", ()),
                                              hooks=summaries, strategy=strategy)

@@ -130,6 +130,9 @@ flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints, both 
 flags.DEFINE_integer("max_nonfinite_steps", None, "Consecutive non-finite steps before restoring the last "
                      "checkpoint at a reduced learning rate.")
 flags.DEFINE_integer("seed", None, "Random seed (data, initialisation, episodes).")
+flags.DEFINE_integer("fden_seed", None, "Seed of what the FDEN stage alone draws (its jittered copies, initial "
+                     "weights, training episodes), leaving the data split, ALI and the test episodes to --seed: "
+                     "FDEN's own run-to-run spread on one network (default: --seed).")
 flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow's op determinism.")
 flags.DEFINE_boolean("progress", True, "Show progress lines with ETA (--noprogress to silence).")
 flags.DEFINE_boolean("export", True, "End by exporting the SavedModel to <output_dir>/saved_models/<name>/<version> "
@@ -197,7 +200,7 @@ def build_config():
                 learning_rate_schedule="fden_learning_rate_schedule",
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
                 identity_invariance_weight="identity_invariance_weight",
-                neutral_style_weight="neutral_style_weight",
+                neutral_style_weight="neutral_style_weight", seed="fden_seed",
                 style_bottleneck_weight="style_bottleneck_weight",
                 clean_decoding_weight="clean_decoding_weight", style_dim="style_dim",
                 cache_mirrors="cache_mirrors", cache_jitters="cache_jitters",
@@ -208,8 +211,9 @@ def build_config():
       fden["standardization"] = FLAGS.standardize_latents
   top = _given(max_nonfinite_steps="max_nonfinite_steps")
   top["deterministic"] = FLAGS.deterministic
-  if FLAGS.seed is not None and FLAGS.seed < 0:
-    raise ValueError(f"--seed must be a non-negative integer, got {FLAGS.seed}")
+  for flag in ("seed", "fden_seed"):
+    if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
+      raise ValueError(f"--{flag} must be a non-negative integer, got {getattr(FLAGS, flag)}")
   if FLAGS.seed is not None:
     top["seed"] = data["seed"] = FLAGS.seed
   return config.replace(data=data, ali=ali, fden=fden, **top)
