@@ -65,7 +65,7 @@ _PAPER_LOSSES = {"standardize_latents": False, "standardization": "per_dimension
                  "style_confusion_weight": 0.0, "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0,
                  "style_dim": None, "clean_decoding_weight": 0.0, "alpha": 1.0, "cache_jitters": 0,
                  "entangler_refit_steps": 0, "identity_invariance_weight": 0.0,
-                 "learning_rate_schedule": "constant"}
+                 "learning_rate_schedule": "constant", "neutral_style_weight": 0.0}
 # The third ladder's base (a narrow f_sty with the identity swap and the style bottleneck), and that with
 # clean decoding and alpha 3: the levers the cpu preset took on raw codes; on globally standardized codes
 # (its recipe now) they become the fourth ladder's last row. Written out here, so the rows keep their
@@ -137,6 +137,9 @@ FDEN_VARIANTS = {
     "cpu + identity invariance 10 + alpha 1": dict(_TODAYS_CPU, identity_invariance_weight=10.0, alpha=1.0),
     # The eighth ladder: the episodic learning rate decaying on a half cosine (the cpu preset's since).
     "cpu + cosine learning rate": dict(_TODAYS_CPU, learning_rate_schedule="cosine"),
+    # The thirteenth ladder: A's identity decoded with the neutral style to its class's mean code.
+    **{f"cpu + cosine learning rate + neutral style {w:g}": dict(
+        _TODAYS_CPU, learning_rate_schedule="cosine", neutral_style_weight=w) for w in (0.1, 0.3)},
 }
 
 

@@ -255,7 +255,7 @@ def cpu() -> Config:
                 fden=FDENConfig(hidden_scale=0.5, steps=3000, learning_rate=1e-3, init_stddev=0.05,
                                 dropout=0.0, checkpoint_every=1000, style_dim=8, alpha=0.4, cache_jitters=2,
                                 entangler_refit_steps=2000, learning_rate_schedule="cosine",
-                                **_STANDARDIZED_LEVERS))
+                                neutral_style_weight=0.3, **_STANDARDIZED_LEVERS))
 
 
 def smoke() -> Config:

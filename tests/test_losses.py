@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from fden_tf import losses
+from fden_tf.data import episodes
 
 
 def test_reconstruction_eq3_is_mean_squared_l2_norm():
@@ -86,7 +87,6 @@ def test_style_confusion_is_ln_way_when_queries_are_equidistant_and_larger_when_
 
 
 def test_identity_swap_pairs_each_sample_with_a_class_mate_and_is_eq3_of_that_pairing():
-  from fden_tf.data import episodes
   # 2 episodes x 3 classes x 2 samples (K + Q = 2), row value = 100 e + 10 c + s.
   rows = tf.constant([[100.0 * e + 10 * c + s] for e in range(2) for c in range(3) for s in range(2)])
   partner = episodes.same_class_partner(rows, episodes=2, way=3, per_class=2).numpy()[:, 0]
@@ -97,6 +97,18 @@ def test_identity_swap_pairs_each_sample_with_a_class_mate_and_is_eq3_of_that_pa
   z = tf.constant([[1.0, 2.0], [3.0, 5.0]])
   from_partner = tf.constant([[1.0, 0.0], [0.0, 1.0]])
   assert losses.identity_swap_loss(z, from_partner).numpy() == pytest.approx((4.0 + 25.0) / 2)
+
+
+def test_neutral_style_loss_is_the_distance_to_the_class_mean_plus_the_class_spread():
+  # One class of two samples, (0, 0) and (2, 4); each sample's class-mate is the other, and both decode
+  # their identity with the neutral style to n. Squared distances: |(0,0) - (1,1)|^2 = 2, |(2,4) - (1,1)|^2
+  # = 10; mean 6 = |class mean (1, 2) - n|^2 (1) + the class's spread about its mean (5).
+  z = tf.constant([[0.0, 0.0], [2.0, 4.0]])
+  neutral = tf.constant([[1.0, 1.0], [1.0, 1.0]])
+  class_mate = episodes.same_class_partner(z, 1, 1, 2)
+  np.testing.assert_array_equal(class_mate.numpy(), z.numpy()[::-1])
+  assert losses.neutral_style_loss(class_mate, neutral).numpy() == pytest.approx(6.0)
+  assert losses.neutral_style_loss(class_mate, tf.constant([[1.0, 2.0]] * 2)).numpy() == pytest.approx(5.0)
 
 
 def test_identity_invariance_is_within_over_total_scatter_and_ignores_scale():

@@ -189,3 +189,17 @@ def test_a_plugged_network_that_does_not_fit_is_refused_before_training(tmp_path
   with pytest.raises(ValueError, match=message):
     pipeline.train_and_evaluate(_smoke(), str(tmp_path / "run"), stage="fden", plugged=plugged, export=False)
   assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_fden_seed_redraws_fden_alone_and_keeps_the_data_and_test_episodes(tmp_path):
+  """FDENConfig.seed: the same seed gives the same FDEN, another one another FDEN (its weights, episodes and
+  jittered copies), while the data split and the test episodes stay those of Config.seed (z's few-shot
+  accuracy, which FDEN does not touch, is the same on every run)."""
+  plugged = plugin.FrozenAutoencoder(*_autoencoder())
+  run = lambda name, seed: pipeline.train_and_evaluate(_smoke(seed=seed, cache_jitters=1), str(tmp_path / name),
+                                                       stage="fden", plugged=plugged, export=False)
+  first, other, again = run("first", 1), run("other", 2), run("again", 1)
+  assert again["fden_train"]["loss"] == first["fden_train"]["loss"]
+  assert again["fewshot"] == first["fewshot"]
+  assert other["fden_train"]["loss"] != first["fden_train"]["loss"]
+  assert other["fewshot_baselines"]["z"] == first["fewshot_baselines"]["z"]
