@@ -242,13 +242,16 @@ def cpu() -> Config:
   FDEN on globally standardized codes (one scale for every coordinate), f_sty of 8 coordinates (glyphs have 6
   style factors), the within-class identity swap (0.07), the style bottleneck (0.1) and clean decoding (0.07),
   L_R at alpha 0.4 (the weights of terms measured in z are for codes of unit spread), the codes of 2 jittered
-  copies of each training image, FDEN's rate decaying on a half cosine, and 2,000 steps of Entangler refit.
+  copies of each training image, FDEN's rate decaying on a half cosine, 2,000 steps of Entangler refit, and
+  since 2026-12-07 the neutral style at 0.3 (A's identity decoded with f_sty = 0 asked for the mean code of
+  A's class; three FDEN seeds on one ALI: translation 0.28 / 0.17 against 0.22 / 0.13 on average, f_sty
+  24.57% against 25.02%: thirteenth ladder).
 
-  Measured (2-core AMD EPYC VM, 2026-12-07, 9 min 18 s alone): 5-way 1-shot
-  from f_ide 93.52%, from f_sty 25.12%, ||z - z~||^2/||z||^2 0.018, G(z~) vs G(z) 0.10x ALI's own
-  reconstruction error, translation score 0.27 / 0.16 (MSE / SSIM; the 0.5 / 0.3 target is missed), D 0.96 /
-  0.03, prior-sample score 0.0055; without the moment term on the same VM 94.72%, 26.12%, 0.20 / 0.12. How
-  each number got there: docs/results.md and CHANGELOG.md."""
+  Measured (2-core AMD EPYC VM, 2026-12-07, 9 min 30 s alone): 5-way 1-shot from f_ide 93.56%, from f_sty
+  24.16%, ||z - z~||^2/||z||^2 0.025, G(z~) vs G(z) 0.13x ALI's own reconstruction error, translation score
+  0.30 / 0.18 (MSE / SSIM; the 0.5 / 0.3 target is missed), D 0.96 / 0.03, prior-sample score 0.0055; without
+  the neutral style 93.52%, 25.12%, 0.27 / 0.16, and without the moment term as well 94.72%, 26.12%, 0.20 /
+  0.12. How each number got there: docs/results.md and CHANGELOG.md."""
   return Config(ali=ALIConfig(width=0.25, latent_dim=64, batch_size=64, steps=1500, learning_rate=2e-4,
                               reconstruction_weight=1.0, prior_matching_weight=100.0, instance_noise=0.2,
                               prior_moment_weight=10.0, checkpoint_every=500),
