@@ -162,7 +162,8 @@ def build_config():
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_prior_moment_weight",
                "ali_instance_noise",
                "ali_instance_noise_final", "alpha", "identity_swap_weight", "identity_invariance_weight",
-               "neutral_style_weight", "style_bottleneck_weight", "clean_decoding_weight", "cache_jitters", "entangler_refit_steps"):
+               "neutral_style_weight", "style_bottleneck_weight", "clean_decoding_weight", "cache_jitters",
+               "entangler_refit_steps"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
   if FLAGS.latent_dim is not None and (FLAGS.ali_dir or FLAGS.encoder):
