@@ -82,8 +82,12 @@ class Entangler(keras.Model):
     self.sty = MLP(_widths(ENTANGLER_FACTOR, dim, hidden_scale), name="E_sty", **mlp_kwargs)
     self.enc = MLP(_widths(ENTANGLER_ENC, dim, hidden_scale), name="E_enc", **mlp_kwargs)
 
-  def call(self, f_ide, f_sty, training=False):
-    h = tf.concat([self.ide(f_ide, training=training), self.sty(f_sty, training=training)], axis=-1)
+  def call(self, f_ide, f_sty, training=False, style_training=None):
+    """style_training: E_sty's mode where it differs from the rest's (None: `training`). The neutral-style
+    term feeds an all-zero f_sty in inference mode: in training mode E_sty's batch norm would normalise a
+    constant batch to nothing and drag its moving statistics towards it."""
+    style_training = training if style_training is None else style_training
+    h = tf.concat([self.ide(f_ide, training=training), self.sty(f_sty, training=style_training)], axis=-1)
     return self.enc(h, training=training)
 
 

@@ -117,14 +117,6 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
     g_ide, g_sty = model.disentangler(model.entangler(f_ide, partner, training=True), training=True)
     return losses.swap_consistency_loss(f_ide, partner, g_ide, g_sty)
 
-  def neutral_style_code(f_ide, f_sty):
-    """E(f_ide, 0): each sample's identity decoded with the neutral style, the mean the style bottleneck's
-    rate pulls f_sty to. E_sty reads the all-zero batch in inference mode: in training mode its batch norm
-    would normalise a constant batch to nothing and drag its moving statistics towards it."""
-    h_sty = model.entangler.sty(tf.zeros_like(f_sty), training=False)
-    h = tf.concat([model.entangler.ide(f_ide, training=True), h_sty], axis=-1)
-    return model.entangler.enc(h, training=True)
-
   def beyond_paper_terms(z, f_ide, f_sty, f_sty_sent, episodes):
     """The terms beyond Eq. 6 whose weight is not 0 (none in the paper preset), by metric name."""
     grouped = lambda f: tf.reshape(f, [episodes, way, shot + query, -1])
@@ -139,9 +131,10 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
           z, model.entangler(class_mate, f_sty_sent, training=True))
     if c.identity_invariance_weight:
       terms["l_identity_invariance"] = losses.identity_invariance_loss(grouped(f_ide))
-    if c.neutral_style_weight:
+    if c.neutral_style_weight:  # E(f_ide, 0): the identity decoded with the style the bottleneck pulls f_sty to
+      neutral = model.entangler(f_ide, tf.zeros_like(f_sty), training=True, style_training=False)
       terms["l_neutral_style"] = losses.neutral_style_loss(
-          episodes_lib.same_class_partner(z, episodes, way, shot + query), neutral_style_code(f_ide, f_sty))
+          episodes_lib.same_class_partner(z, episodes, way, shot + query), neutral)
     if c.style_bottleneck_weight:
       terms["l_style_rate"] = losses.style_rate(f_sty)
     if c.clean_decoding_weight:  # the Entangler alone: the factors are what the other terms make them

@@ -138,8 +138,7 @@ def test_neutral_style_decodes_an_unseen_identity_to_its_class_code(tmp_path):
   rng = np.random.default_rng(0)
   rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
   z_train, labels, _, _ = _synthetic_codes(rng, 60, 10, rotation)
-  _, test_labels, centres, styles = _synthetic_codes(rng, 20, 10, rotation)
-  z_test = (np.concatenate([centres[test_labels], styles], 1) @ rotation.T).astype(np.float32)
+  z_test, test_labels, centres, styles = _synthetic_codes(rng, 20, 10, rotation)
 
   def neutral_errors(model):
     """(distance of E(f_ide^A, 0) from A's class code, share of A's own style in it), in the unmixed
