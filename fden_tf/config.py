@@ -121,6 +121,10 @@ class FDENConfig:
   identity_swap_weight: float = 0.0
   identity_invariance_weight: float = 0.0
   neutral_style_weight: float = 0.0
+  # The within-class identity swap for the Entangler alone (factors gradient-stopped, as clean decoding):
+  # the Entangler must take a class-mate's style from f_sty and not from f_ide, without the Disentangler
+  # being pushed to put identity into f_sty to meet it (losses.identity_swap_loss).
+  entangler_swap_weight: float = 0.0
   style_bottleneck_weight: float = 0.0
   clean_decoding_weight: float = 0.0
   style_dim: Optional[int] = None
