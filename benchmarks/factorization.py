@@ -65,8 +65,7 @@ _PAPER_LOSSES = {"standardize_latents": False, "standardization": "per_dimension
                  "style_confusion_weight": 0.0, "identity_swap_weight": 0.0, "style_bottleneck_weight": 0.0,
                  "style_dim": None, "clean_decoding_weight": 0.0, "alpha": 1.0, "cache_jitters": 0,
                  "entangler_refit_steps": 0, "identity_invariance_weight": 0.0,
-                 "learning_rate_schedule": "constant", "neutral_style_weight": 0.0,
-                 "entangler_swap_weight": 0.0}
+                 "learning_rate_schedule": "constant", "neutral_style_weight": 0.0}
 # The third ladder's base (a narrow f_sty with the identity swap and the style bottleneck), and that with
 # clean decoding and alpha 3: the levers the cpu preset took on raw codes; on globally standardized codes
 # (its recipe now) they become the fourth ladder's last row. Written out here, so the rows keep their

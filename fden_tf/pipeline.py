@@ -189,8 +189,9 @@ def train_and_evaluate(config: config_lib.Config, output_dir: str, stage: str = 
 
     # Phase 3: FDEN.
     t = time.time()
-    if config.fden.seed is not None:  # else FDEN's weights draw on from where ALI left the generator
-      keras.utils.set_random_seed(config.fden.seed)
+    # FDEN's weights from its own seed, not from wherever ALI's stage left the generator: the main job's FDEN
+    # and FDEN alone on its ALI (--stage=fden --ali_dir) are then the same draw.
+    keras.utils.set_random_seed(fden_seed)
     with strategy.scope():
       model = fden_lib.FDEN.from_config_section(z_train.shape[1], config.fden)
     images_a, images_b = _translation_pairs(data.test, pairs=4, seed=config.seed)

@@ -18,8 +18,7 @@ BEYOND_PAPER_WEIGHTS = {"l_swap": "swap_weight", "l_style_confusion": "style_con
                         "l_identity_swap": "identity_swap_weight", "l_style_rate": "style_bottleneck_weight",
                         "l_clean_decoding": "clean_decoding_weight",
                         "l_identity_invariance": "identity_invariance_weight",
-                        "l_neutral_style": "neutral_style_weight",
-                        "l_entangler_swap": "entangler_swap_weight"}
+                        "l_neutral_style": "neutral_style_weight"}
 
 
 def make_optimizer(c):
@@ -130,10 +129,6 @@ def make_train_step(model: fden_lib.FDEN, optimizer, sampler: episodes_lib.Episo
       class_mate = episodes_lib.same_class_partner(f_ide, episodes, way, shot + query)
       terms["l_identity_swap"] = losses.identity_swap_loss(
           z, model.entangler(class_mate, f_sty_sent, training=True))
-    if c.entangler_swap_weight:  # the same swap, teaching the Entangler alone where a class-mate's style is
-      class_mate = episodes_lib.same_class_partner(tf.stop_gradient(f_ide), episodes, way, shot + query)
-      terms["l_entangler_swap"] = losses.identity_swap_loss(
-          z, model.entangler(class_mate, tf.stop_gradient(f_sty_sent), training=True))
     if c.identity_invariance_weight:
       terms["l_identity_invariance"] = losses.identity_invariance_loss(grouped(f_ide))
     if c.neutral_style_weight:  # E(f_ide, 0): the identity decoded with the style the bottleneck pulls f_sty to

@@ -99,9 +99,6 @@ flags.DEFINE_float("alpha", None, "Weight of FDEN's L_R (Eq. 3) in Eq. 6 (the pa
 flags.DEFINE_float("identity_swap_weight", None, "Weight of FDEN's within-class identity swap (beyond the "
                    "paper; 0 = off; preset cpu: 0.07): ||z_A - E(f_ide of a class-mate, f_sty_A)||^2 "
                    "(docs/paper.md).")
-flags.DEFINE_float("entangler_swap_weight", None, "Weight of the within-class identity swap for the "
-                   "Entangler alone (beyond the paper; 0 = off): the same ||z_A - E(f_ide of a class-mate, "
-                   "f_sty_A)||^2 with both factors gradient-stopped (docs/paper.md).")
 flags.DEFINE_float("identity_invariance_weight", None, "Weight of Fisher's criterion on f_ide (beyond the "
                    "paper; 0 = off): its within-class over its total scatter in each episode, pushing style out "
                    "of f_ide (docs/paper.md).")
@@ -165,7 +162,7 @@ def build_config():
   for flag in ("ali_reconstruction_weight", "ali_prior_matching_weight", "ali_prior_moment_weight",
                "ali_instance_noise",
                "ali_instance_noise_final", "alpha", "identity_swap_weight", "identity_invariance_weight",
-               "entangler_swap_weight", "neutral_style_weight", "style_bottleneck_weight", "clean_decoding_weight", "cache_jitters",
+               "neutral_style_weight", "style_bottleneck_weight", "clean_decoding_weight", "cache_jitters",
                "entangler_refit_steps"):
     if getattr(FLAGS, flag) is not None and getattr(FLAGS, flag) < 0:
       raise ValueError(f"--{flag} must be >= 0, got {getattr(FLAGS, flag)}")
@@ -205,7 +202,6 @@ def build_config():
                 alpha="alpha", identity_swap_weight="identity_swap_weight",
                 identity_invariance_weight="identity_invariance_weight",
                 neutral_style_weight="neutral_style_weight", seed="fden_seed",
-                entangler_swap_weight="entangler_swap_weight",
                 style_bottleneck_weight="style_bottleneck_weight",
                 clean_decoding_weight="clean_decoding_weight", style_dim="style_dim",
                 cache_mirrors="cache_mirrors", cache_jitters="cache_jitters",

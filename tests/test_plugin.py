@@ -191,6 +191,27 @@ def test_a_plugged_network_that_does_not_fit_is_refused_before_training(tmp_path
   assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
+def test_fdens_draw_does_not_depend_on_what_ran_before_it(tmp_path, monkeypatch):
+  """FDEN's initial weights come from its own seed (FDENConfig.seed, else Config.seed), not from wherever
+  the generator stood when its stage began: a run whose earlier stages drew more random numbers (the main
+  job's ALI, built and trained before FDEN; here a throwaway layer built while the codes are cached)
+  trains the same FDEN as FDEN alone on that network (--stage=fden --ali_dir)."""
+  plugged = plugin.FrozenAutoencoder(*_autoencoder())
+  run = lambda name: pipeline.train_and_evaluate(_smoke(), str(tmp_path / name), stage="fden",
+                                                 plugged=plugged, export=False)
+  alone = run("alone")
+  cache = pipeline.fden_training_codes
+
+  def cache_after_other_draws(*args, **kwargs):
+    keras.layers.Dense(64).build((None, 64))  # draws its initial weights from the global generator
+    return cache(*args, **kwargs)
+
+  monkeypatch.setattr(pipeline, "fden_training_codes", cache_after_other_draws)
+  after_other_draws = run("after_other_draws")
+  assert after_other_draws["fden_train"]["loss"] == alone["fden_train"]["loss"]
+  assert after_other_draws["fewshot"] == alone["fewshot"]
+
+
 def test_fden_seed_redraws_fden_alone_and_keeps_the_data_and_test_episodes(tmp_path):
   """FDENConfig.seed: the same seed gives the same FDEN, another one another FDEN (its weights, episodes and
   jittered copies), while the data split and the test episodes stay those of Config.seed (z's few-shot

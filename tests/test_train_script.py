@@ -152,24 +152,22 @@ def test_the_lever_flags_reach_the_config_and_refuse_bad_values(tmp_path):
        "--standardize_latents=per_dimension", "--ali_discriminator_lr_factor=0.3", "--cache_jitters=3",
        "--fden_learning_rate_schedule=constant", "--ali_mirror", "--ali_instance_noise_final=0.05",
        "--ali_generator_upsampling=resize", "--ali_prior_moment_weight=3", "--neutral_style_weight=0.2",
-       "--fden_seed=5", "--entangler_swap_weight=0.4"],
+       "--fden_seed=5"],
       ["c.ali.prior_matching_weight", "c.ali.instance_noise", "c.fden.alpha", "c.fden.identity_swap_weight",
        "c.fden.style_bottleneck_weight", "c.fden.clean_decoding_weight", "c.fden.style_dim",
        "c.fden.standardize_latents", "c.fden.standardization", "c.ali.discriminator_lr_factor",
        "c.fden.cache_jitters", "c.fden.learning_rate_schedule", "c.ali.mirror", "c.ali.instance_noise_final",
        "c.ali.generator_upsampling", "c.ali.prior_moment_weight", "c.fden.neutral_style_weight", "c.fden.seed",
-       "c.seed", "c.fden.entangler_swap_weight"])
+       "c.seed"])
   # Every value differs from the cpu preset's (100, 0.2, 0.4, 0.07, 0.1, 0.07, 8, True, global, 1, 2, cosine,
-  # False, None, transposed, 10, 0.3, None; the entangler swap 0): each came from its flag; --fden_seed
-  # leaves --seed (0) alone.
+  # False, None, transposed, 10, 0, None): each came from its flag; --fden_seed leaves --seed alone.
   assert values == [10.0, 0.1, 2.0, 0.5, 0.3, 0.0, 4, True, "per_dimension", 0.3, 3, "constant", True, 0.05,
-                    "resize", 3.0, 0.2, 5, 0, 0.4]
+                    "resize", 3.0, 0.2, 5, 0]
   for flag, message in (("--ali_instance_noise=-0.1", "--ali_instance_noise must be >= 0, got -0.1"),
                         ("--ali_instance_noise_final=-0.1", "--ali_instance_noise_final must be >= 0, got -0.1"),
                         ("--clean_decoding_weight=-1", "--clean_decoding_weight must be >= 0, got -1.0"),
                         ("--ali_prior_moment_weight=-1", "--ali_prior_moment_weight must be >= 0, got -1.0"),
                         ("--neutral_style_weight=-1", "--neutral_style_weight must be >= 0, got -1.0"),
-                        ("--entangler_swap_weight=-1", "--entangler_swap_weight must be >= 0, got -1.0"),
                         ("--fden_seed=-1", "--fden_seed must be a non-negative integer, got -1"),
                         ("--cache_jitters=-1", "--cache_jitters must be >= 0, got -1"),
                         ("--style_dim=0", "--style_dim must be positive, got 0"),
