@@ -12,12 +12,14 @@
 - TensorFlow's C++ start-up log (the oneDNN banner, printed twice, "Could not find cuda drivers", "failed
   call to cuInit" on a CPU-only machine) is silenced by TF_CPP_MIN_LOG_LEVEL=3 unless `--verbosity` asks
   for more (>= 1, absl's debug level) or the caller set TF_CPP_MIN_LOG_LEVEL itself. It must be set before
-  TensorFlow is imported, which the scripts do only inside `main`.
+  TensorFlow is imported, which the scripts do only inside `main`. TensorFlow's Python log keeps its
+  warnings only, likewise.
 
 Imports nothing of TensorFlow: a bad command line fails in well under a second.
 """
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -86,6 +88,11 @@ def import_tensorflow():
     return
   with stderr_to_devnull():
     import tensorflow  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
+  # TensorFlow's own INFO lines through absl ("Sharding callback duration" at every checkpoint, signature
+  # input names at export) are dropped; its warnings, and the scripts' INFO lines, still print.
+  package = os.path.dirname(sys.modules["tensorflow"].__file__) + os.sep
+  logging.getLogger("absl").addFilter(
+      lambda record: record.levelno >= logging.WARNING or not record.pathname.startswith(package))
 
 
 def run(main, argv=None):

@@ -128,6 +128,25 @@ def test_tensorflow_is_quiet_by_default(monkeypatch):
   assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == cli.QUIET_TF_LOG_LEVEL
 
 
+def test_tensorflows_own_info_lines_are_dropped_and_the_scripts_kept(tmp_path):
+  """Under cli.run, TensorFlow's INFO lines logged through absl (a checkpoint's "Sharding callback
+  duration", a SavedModel's signature input names) do not print; a script's own absl INFO lines do, and
+  --verbosity=1 brings TensorFlow's back."""
+  script = tmp_path / "script.py"
+  script.write_text(
+      "from absl import logging\nfrom fden_tf import cli\n\ndef main(_):\n  cli.import_tensorflow()\n"
+      "  import tensorflow as tf\n  logging.info('own line')\n"
+      f"  tf.train.Checkpoint(v=tf.Variable(1.0)).save({str(tmp_path / 'ckpt' / 'c')!r})\n\n"
+      "if __name__ == '__main__':\n  cli.run(main)\n")
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  run = lambda *flags: subprocess.run([sys.executable, str(script), *flags], capture_output=True, text=True,
+                                      timeout=300, env=env, cwd=ROOT)
+  quiet, verbose = run(), run("--verbosity=1")
+  assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr[-2000:] + verbose.stderr[-2000:]
+  assert "own line" in quiet.stderr and "Sharding callback" not in quiet.stderr, quiet.stderr[-2000:]
+  assert "Sharding callback" in verbose.stderr, verbose.stderr[-2000:]
+
+
 def _built_config(flags, fields):
   """The values of `fields` (expressions of the Config `c`) that scripts/train.py's build_config makes of
   `flags`, in a fresh interpreter (absl parses flags once per process)."""
