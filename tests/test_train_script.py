@@ -179,7 +179,7 @@ def test_the_lever_flags_reach_the_config_and_refuse_bad_values(tmp_path):
        "c.ali.generator_upsampling", "c.ali.prior_moment_weight", "c.fden.neutral_style_weight", "c.fden.seed",
        "c.seed"])
   # Every value differs from the cpu preset's (100, 0.2, 0.4, 0.07, 0.1, 0.07, 8, True, global, 1, 2, cosine,
-  # False, None, transposed, 10, 0, None): each came from its flag; --fden_seed leaves --seed alone.
+  # False, None, transposed, 10, 0.3, None): each came from its flag; --fden_seed leaves --seed (0) alone.
   assert values == [10.0, 0.1, 2.0, 0.5, 0.3, 0.0, 4, True, "per_dimension", 0.3, 3, "constant", True, 0.05,
                     "resize", 3.0, 0.2, 5, 0]
   for flag, message in (("--ali_instance_noise=-0.1", "--ali_instance_noise must be >= 0, got -0.1"),
